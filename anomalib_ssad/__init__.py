@@ -1,0 +1,12 @@
+# Copyright (C) 2026 anomalib-ssad developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""anomalib-ssad: self-supervised anomaly detection models for anomalib.
+
+Use from the CLI as ``anomalib train --model anomalib_ssad.SSAD --data anomalib.data.MVTecAD``.
+"""
+
+from .models import SSAD
+
+__all__ = ["SSAD"]
+__version__ = "0.1.0"

@@ -1,0 +1,45 @@
+# Copyright (C) 2026 anomalib-ssad developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""Building blocks shared by the plugin's models (SSAD, CutPaste).
+
+- synthetic anomalies for the pretext task: :class:`SyntheticAnomalyGenerator`, :class:`ObjectMasker`;
+- backbones with offline-capable ImageNet weights: :func:`build_backbone`;
+- the projection head: :class:`ProjectionHead`;
+- the memory bank and its k-NN cosine scorer: :class:`MemoryBank`, :func:`knn_cosine_distance`;
+- localization: :func:`grad_cam` (image level), :func:`dense_patch_features` / :func:`crop_patches` and
+  :func:`assemble_anomaly_map` (patch level).
+"""
+
+from .anomaly_generator import SyntheticAnomalyGenerator, SyntheticSample
+from .backbone import BACKBONES, DOWNLOAD_TIMEOUT_SECONDS, BackboneWeightsError, FeatureExtractor, build_backbone
+from .grad_cam import grad_cam
+from .memory_bank import MemoryBank, knn_cosine_distance, knn_cosine_distance_gradient
+from .object_mask import ObjectMasker, compute_object_mask
+from .patch_grid import assemble_anomaly_map, crop_patches, dense_patch_features, gaussian_blur, patch_grid_size
+from .perlin import perlin_mask, perlin_noise
+from .projection_head import ProjectionHead
+
+__all__ = [
+    "BACKBONES",
+    "DOWNLOAD_TIMEOUT_SECONDS",
+    "BackboneWeightsError",
+    "FeatureExtractor",
+    "MemoryBank",
+    "ObjectMasker",
+    "ProjectionHead",
+    "SyntheticAnomalyGenerator",
+    "SyntheticSample",
+    "assemble_anomaly_map",
+    "build_backbone",
+    "compute_object_mask",
+    "crop_patches",
+    "dense_patch_features",
+    "gaussian_blur",
+    "grad_cam",
+    "knn_cosine_distance",
+    "knn_cosine_distance_gradient",
+    "patch_grid_size",
+    "perlin_mask",
+    "perlin_noise",
+]

@@ -1,0 +1,147 @@
+# Copyright (C) 2026 anomalib-ssad developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""Memory bank of normal embeddings and its k-nearest-neighbour cosine scorer.
+
+The bank is a FIFO buffer stored in the checkpoint; the scorer searches it in chunks so that memory stays
+bounded whatever the number of queries or the size of the bank.
+
+Example:
+    >>> import torch
+    >>> from anomalib_ssad.components import MemoryBank
+    >>> bank = MemoryBank(capacity=4)
+    >>> bank.add(torch.rand(6, 8))
+    >>> bank.truncate()
+    >>> bank.memory_bank.shape
+    torch.Size([4, 8])
+    >>> scores = bank.score(torch.rand(3, 8), k=3)
+    >>> bool(((scores >= 0) & (scores <= 1)).all())
+    True
+"""
+
+import torch
+from anomalib.models.components import DynamicBufferMixin
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+
+_EPS = 1e-8
+
+
+def knn_cosine_distance(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    k: int = 3,
+    chunk_size: int = 4096,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cosine distance of each query to its ``k`` nearest bank entries.
+
+    Queries and bank are processed in chunks of ``chunk_size`` rows each, so the largest intermediate is a
+    ``chunk_size x chunk_size`` similarity block plus a running top-k, whatever the sizes.
+
+    Args:
+        queries: Query embeddings ``[N, D]``.
+        bank: Bank embeddings ``[M, D]`` with ``M >= 1``.
+        k: Number of neighbours (clipped to ``M``).
+        chunk_size: Rows per chunk for queries and bank.
+
+    Returns:
+        ``(score, neighbours)``: ``score [N]`` is the mean of ``1 - cos`` over the ``k`` nearest entries,
+        clamped to ``[0, 1]``; ``neighbours [N, k]`` are their indices in ``bank``.
+
+    Raises:
+        ValueError: If the bank is empty or the dimensions differ.
+    """
+    if bank.numel() == 0:
+        msg = "The memory bank is empty: train the model (or fill the bank) before scoring."
+        raise ValueError(msg)
+    if queries.shape[-1] != bank.shape[-1]:
+        msg = f"Query dimension {queries.shape[-1]} differs from the bank's {bank.shape[-1]}."
+        raise ValueError(msg)
+    k = min(k, bank.shape[0])
+    bank_unit = F.normalize(bank, dim=-1, eps=_EPS)
+    scores, neighbours = [], []
+    for query_chunk in queries.split(chunk_size):
+        query_unit = F.normalize(query_chunk, dim=-1, eps=_EPS)
+        best_sim = query_unit.new_full((query_unit.shape[0], k), -2.0)
+        best_idx = torch.zeros((query_unit.shape[0], k), dtype=torch.long, device=queries.device)
+        for start in range(0, bank_unit.shape[0], chunk_size):
+            similarity = query_unit @ bank_unit[start : start + chunk_size].T
+            chunk_sim, chunk_idx = similarity.topk(min(k, similarity.shape[1]), dim=1)
+            merged_sim = torch.cat([best_sim, chunk_sim], dim=1)
+            merged_idx = torch.cat([best_idx, chunk_idx + start], dim=1)
+            best_sim, order = merged_sim.topk(k, dim=1)
+            best_idx = merged_idx.gather(1, order)
+        scores.append((1.0 - best_sim).mean(dim=1).clamp(0.0, 1.0))
+        neighbours.append(best_idx)
+    return torch.cat(scores), torch.cat(neighbours)
+
+
+def knn_cosine_distance_gradient(queries: torch.Tensor, bank: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+    """Gradient of :func:`knn_cosine_distance` with respect to the queries, for fixed neighbours.
+
+    Written out in closed form so that Grad-CAM needs no autograd and the model stays exportable.
+
+    Args:
+        queries: Query embeddings ``[N, D]``.
+        bank: Bank embeddings ``[M, D]``.
+        neighbours: Neighbour indices ``[N, k]`` returned by :func:`knn_cosine_distance`.
+
+    Returns:
+        ``d score / d query``, ``[N, D]``.
+    """
+    norm = queries.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+    query_unit = queries / norm
+    neighbour_unit = F.normalize(bank[neighbours], dim=-1, eps=_EPS)  # [N, k, D]
+    cosine = (neighbour_unit * query_unit.unsqueeze(1)).sum(-1, keepdim=True)  # [N, k, 1]
+    # d cos(q, m) / dq = (m_unit - cos * q_unit) / |q|; the score is the mean of (1 - cos).
+    return -((neighbour_unit - cosine * query_unit.unsqueeze(1)).mean(dim=1)) / norm
+
+
+class MemoryBank(DynamicBufferMixin, nn.Module):
+    """FIFO memory bank of normal embeddings, saved in the checkpoint.
+
+    Args:
+        capacity: Maximum number of entries kept by :meth:`truncate` (the newest ones).
+    """
+
+    memory_bank: torch.Tensor
+
+    def __init__(self, capacity: int = 2048) -> None:
+        super().__init__()
+        if capacity < 1:
+            msg = f"Memory bank capacity must be >= 1, got {capacity}."
+            raise ValueError(msg)
+        self.capacity = capacity
+        self.register_buffer("memory_bank", torch.empty(0, 0))
+
+    def __len__(self) -> int:
+        return self.memory_bank.shape[0]
+
+    def reset(self) -> None:
+        """Empty the bank."""
+        self.memory_bank = self.memory_bank.new_empty(0, 0)
+
+    def add(self, embeddings: torch.Tensor) -> None:
+        """Append embeddings ``[N, D]`` as the newest entries (kept until :meth:`truncate`)."""
+        embeddings = embeddings.detach().to(self.memory_bank.device, torch.float32)
+        if len(self) == 0:
+            self.memory_bank = embeddings.clone()
+        else:
+            self.memory_bank = torch.cat([self.memory_bank, embeddings])
+
+    def fill(self, embeddings: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Replace the bank with ``embeddings [N, D]``, keeping a random subset of ``capacity`` rows if larger."""
+        embeddings = embeddings.detach().to(self.memory_bank.device, torch.float32)
+        if embeddings.shape[0] > self.capacity:
+            keep = torch.randperm(embeddings.shape[0], generator=generator)[: self.capacity]
+            embeddings = embeddings[keep.to(embeddings.device)]
+        self.memory_bank = embeddings.clone()
+
+    def truncate(self) -> None:
+        """Cut the bank to its capacity, dropping the oldest entries."""
+        if len(self) > self.capacity:
+            self.memory_bank = self.memory_bank[-self.capacity :].clone()
+
+    def score(self, embeddings: torch.Tensor, k: int = 3, chunk_size: int = 4096) -> torch.Tensor:
+        """Mean cosine distance of each embedding ``[N, D]`` to its ``k`` nearest entries, in ``[0, 1]``."""
+        return knn_cosine_distance(embeddings, self.memory_bank, k=k, chunk_size=chunk_size)[0]
