@@ -21,7 +21,7 @@ CLI:
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -80,8 +80,14 @@ class SSAD(AnomalibModule):
         crops_per_image: Extra pretext crops per image and repeat in patch mode.
         defect_variant: ``"ssad"`` (polygon + scar) or ``"sadsa"`` (square cut-paste from another image +
             Perlin-noise region).
-        big_area_ratio: Area range of big defects (``None``: the preset's).
-        small_area_ratio: Area range of small defects (``None``: the preset's).
+        big_area_ratio: Area range of big defects (``None``: the preset's, [0.03, 0.1] or [0.1, 0.2] in patch
+            mode).
+        big_aspect_ratio: Aspect-ratio range of big defects (1 excluded).
+        small_area_ratio: Area range of scars (``None``: [0.003, 0.007], or [0.01, 0.02] in patch mode).
+        small_aspect_ratio: Aspect-ratio range of scars ([0.5, 2.5] excluded, which keeps them thin).
+        max_angle: Scar rotation range in degrees.
+        color_jitter: Brightness, contrast, saturation and hue jitter applied to every pretext sample.
+        min_foreground: Patch mode: a crop with less object than this is labelled normal.
         object_mask_mode: ``"auto"``, ``"texture"``, ``"fixed"`` or ``"per_image"``.
         foreign_images: Folder or image files providing cut-paste content for textures.
         seed: Seed of the synthetic-anomaly random generator.
@@ -116,7 +122,12 @@ class SSAD(AnomalibModule):
         crops_per_image: int = 4,
         defect_variant: DefectVariant = "ssad",
         big_area_ratio: tuple[float, float] | None = None,
+        big_aspect_ratio: tuple[float, float] = (0.3, 3.3),
         small_area_ratio: tuple[float, float] | None = None,
+        small_aspect_ratio: tuple[float, float] = (0.05, 3.3),
+        max_angle: float = 45.0,
+        color_jitter: tuple[float, float, float, float] = (0.1, 0.1, 0.1, 0.05),
+        min_foreground: float = 0.5,
         object_mask_mode: Literal["auto", "texture", "fixed", "per_image"] = "auto",
         foreign_images: str | list[str] | None = None,
         seed: int = 0,
@@ -135,7 +146,7 @@ class SSAD(AnomalibModule):
             msg = f"memory_bank_source must be 'eval' or 'train', got {memory_bank_source!r}."
             raise ValueError(msg)
         if warmup_epochs < 0 or finetune_epochs < 0 or warmup_epochs + finetune_epochs == 0:
-            msg = f"Need warmup_epochs, finetune_epochs >= 0 and at least one epoch, got {warmup_epochs}, {finetune_epochs}."
+            msg = f"Need warmup_epochs, finetune_epochs >= 0 and >= 1 epoch; got {warmup_epochs}, {finetune_epochs}."
             raise ValueError(msg)
         self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
         self.model = SSADModel(
@@ -152,13 +163,29 @@ class SSAD(AnomalibModule):
             patch_embedding=patch_embedding,
             sigma=sigma,
         )
-        self.generator = _build_generator(
-            defect_variant,
-            patch_size if localization == "patch" else None,
-            big_area_ratio=big_area_ratio,
-            small_area_ratio=small_area_ratio,
-            object_mask_mode=object_mask_mode,
-            foreign_images=foreign_images,
+        brightness, contrast, saturation, hue = color_jitter
+        generator_args: dict[str, Any] = {
+            "big_aspect_ratio": tuple(big_aspect_ratio),
+            "small_aspect_ratio": tuple(small_aspect_ratio),
+            "max_angle": max_angle,
+            "brightness": brightness,
+            "contrast": contrast,
+            "saturation": saturation,
+            "hue": hue,
+            "min_foreground": min_foreground,
+            "object_mask_mode": object_mask_mode,
+            "foreign_images": foreign_images,
+        }
+        if big_area_ratio is not None:
+            generator_args["big_area_ratio"] = tuple(big_area_ratio)
+        if small_area_ratio is not None:
+            generator_args["small_area_ratio"] = tuple(small_area_ratio)
+        if defect_variant == "sadsa":
+            generator_args.update(big_defect="square_cutpaste", small_defect="perlin")
+        self.generator = (
+            SyntheticAnomalyGenerator.patch_level(patch_size, **generator_args)
+            if localization == "patch"
+            else SyntheticAnomalyGenerator.image_level(**generator_args)
         )
         self.memory_bank_source = memory_bank_source
         self.warmup_epochs = warmup_epochs
@@ -224,7 +251,7 @@ class SSAD(AnomalibModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
-    def _learning_rate(self, backbone: bool) -> Any:  # noqa: ANN401
+    def _learning_rate(self, backbone: bool) -> Callable[[int], float]:
         def schedule(epoch: int) -> float:
             if epoch < self.warmup_epochs:
                 return 0.0 if backbone else _cosine(self.warmup_lr, epoch, self.warmup_epochs)
@@ -232,14 +259,17 @@ class SSAD(AnomalibModule):
 
         return schedule
 
-    def training_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+    def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Draw synthetic anomalies on the batch and train the 3-way pretext classifier."""
         del args, kwargs
         images = (batch.image * self._std + self._mean).clamp(0.0, 1.0)
-        images = images.repeat(self._repeats * self.crops_per_image, 1, 1, 1)
-        augmented, labels, _ = self.generator.generate_batch(images, rng=self._rng)
-        augmented = (augmented.to(self.device) - self._mean) / self._std
-        labels = labels.to(self.device)
+        # One draw per repeat (rather than one draw on a repeated batch) keeps every image's cut-paste
+        # source a *different* image of the batch.
+        draws = [
+            self.generator.generate_batch(images, rng=self._rng) for _ in range(self._repeats * self.crops_per_image)
+        ]
+        augmented = (torch.cat([draw[0] for draw in draws]) - self._mean) / self._std
+        labels = torch.cat([draw[1] for draw in draws])
         embeddings, logits = self.model(augmented)
         loss = F.cross_entropy(logits, labels)
         if self.memory_bank_source == "train":
@@ -247,7 +277,9 @@ class SSAD(AnomalibModule):
             for bank, embedding in zip(self.model.memory_banks, embeddings, strict=True):
                 bank.add(embedding[normal])
         self.log("train_loss", loss, on_epoch=True, prog_bar=True, batch_size=labels.shape[0])
-        self.log("train_accuracy", (logits.argmax(1) == labels).float().mean(), on_epoch=True, batch_size=labels.shape[0])
+        self.log(
+            "train_accuracy", (logits.argmax(1) == labels).float().mean(), on_epoch=True, batch_size=labels.shape[0]
+        )
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -277,7 +309,7 @@ class SSAD(AnomalibModule):
             bank.fill(torch.cat(store), generator=generator)
         self.model.train(was_training)
 
-    def validation_step(self, batch: Batch, *args, **kwargs) -> STEP_OUTPUT:
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score the batch; anomalib fits normalisation and thresholds on these outputs."""
         del args, kwargs
         return batch.update(**self.model(batch.image)._asdict())
@@ -294,7 +326,7 @@ class SSAD(AnomalibModule):
 
     @classmethod
     def configure_post_processor(cls) -> PostProcessor:
-        """anomalib's default post-processor (score normalisation and thresholds)."""
+        """The default anomalib post-processor (score normalisation and thresholds)."""
         return PostProcessor()
 
     @staticmethod
@@ -323,12 +355,3 @@ def _normalize_params(pre_processor: nn.Module | None) -> tuple[list[float], lis
         if isinstance(item, Normalize):
             return [float(value) for value in item.mean], [float(value) for value in item.std]
     return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
-
-
-def _build_generator(
-    variant: DefectVariant,
-    patch_size: int | None,
-    **overrides: Any,  # noqa: ANN401
-) -> SyntheticAnomalyGenerator:
-    """The generator preset for the variant and localization, with explicit overrides applied."""
-    raise NotImplementedError
