@@ -77,6 +77,7 @@ class SSAD(AnomalibModule):
         weight_decay: SGD weight decay.
         samples_per_epoch: Each training image is used ``ceil(samples_per_epoch / num_train_images)`` times
             per epoch, each time with its own synthetic anomaly (the reference repeats its file list).
+        batch_size: Pretext samples per SGD step (the loader's batch is expanded by the repeats, then split).
         crops_per_image: Extra pretext crops per image and repeat in patch mode.
         defect_variant: ``"ssad"`` (polygon + scar) or ``"sadsa"`` (square cut-paste from another image +
             Perlin-noise region).
@@ -119,6 +120,7 @@ class SSAD(AnomalibModule):
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         samples_per_epoch: int = 500,
+        batch_size: int = 96,
         crops_per_image: int = 4,
         defect_variant: DefectVariant = "ssad",
         big_area_ratio: tuple[float, float] | None = None,
@@ -196,6 +198,9 @@ class SSAD(AnomalibModule):
         self.weight_decay = weight_decay
         self.samples_per_epoch = samples_per_epoch
         self.crops_per_image = crops_per_image if localization == "patch" else 1
+        self.batch_size = batch_size
+        # Several SGD steps per loader batch (see training_step).
+        self.automatic_optimization = False
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         self._repeats = 1
@@ -249,7 +254,7 @@ class SSAD(AnomalibModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda=[self._learning_rate(backbone=False), self._learning_rate(backbone=True)]
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def _learning_rate(self, backbone: bool) -> Callable[[int], float]:
         def schedule(epoch: int) -> float:
@@ -260,7 +265,11 @@ class SSAD(AnomalibModule):
         return schedule
 
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
-        """Draw synthetic anomalies on the batch and train the 3-way pretext classifier."""
+        """Draw synthetic anomalies for every repeat of the batch and take one SGD step per ``batch_size``.
+
+        Repeating the loader's batch ``ceil(samples_per_epoch / num_train_images)`` times is the reference's
+        repeated file list; splitting the pool into ``batch_size`` steps keeps memory bounded.
+        """
         del args, kwargs
         images = (batch.image * self._std + self._mean).clamp(0.0, 1.0)
         # One draw per repeat (rather than one draw on a repeated batch) keeps every image's cut-paste
@@ -268,22 +277,31 @@ class SSAD(AnomalibModule):
         draws = [
             self.generator.generate_batch(images, rng=self._rng) for _ in range(self._repeats * self.crops_per_image)
         ]
-        augmented = (torch.cat([draw[0] for draw in draws]) - self._mean) / self._std
-        labels = torch.cat([draw[1] for draw in draws])
-        embeddings, logits = self.model(augmented)
-        loss = F.cross_entropy(logits, labels)
-        if self.memory_bank_source == "train":
-            normal = (labels == 0) & (logits.argmax(dim=1) == 0)
-            for bank, embedding in zip(self.model.memory_banks, embeddings, strict=True):
-                bank.add(embedding[normal])
-        self.log("train_loss", loss, on_epoch=True, prog_bar=True, batch_size=labels.shape[0])
-        self.log(
-            "train_accuracy", (logits.argmax(1) == labels).float().mean(), on_epoch=True, batch_size=labels.shape[0]
-        )
+        pool = (torch.cat([draw[0] for draw in draws]) - self._mean) / self._std
+        pool_labels = torch.cat([draw[1] for draw in draws])
+        order = torch.from_numpy(self._rng.permutation(len(pool_labels))).to(pool.device)
+        optimizer = self.optimizers()
+        losses = []
+        for step in order.split(self.batch_size):
+            embeddings, logits = self.model(pool[step])
+            labels = pool_labels[step]
+            loss = F.cross_entropy(logits, labels)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+            losses.append(loss.detach())
+            if self.memory_bank_source == "train":
+                normal = (labels == 0) & (logits.argmax(dim=1) == 0)
+                for bank, embedding in zip(self.model.memory_banks, embeddings, strict=True):
+                    bank.add(embedding[normal])
+            self.log("train_accuracy", (logits.argmax(1) == labels).float().mean(), on_epoch=True, on_step=False)
+        loss = torch.stack(losses).mean()
+        self.log("train_loss", loss, on_epoch=True, prog_bar=True)
         return loss
 
     def on_train_epoch_end(self) -> None:
-        """The paper's bank keeps only its newest ``memory_bank_size`` entries."""
+        """Step the learning-rate schedule; the paper's bank keeps only its newest ``memory_bank_size`` entries."""
+        self.lr_schedulers().step()
         if self.memory_bank_source == "train":
             for bank in self.model.memory_banks:
                 bank.truncate()

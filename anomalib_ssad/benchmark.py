@@ -1,0 +1,367 @@
+# Copyright (C) 2026 anomalib-ssad developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""Side-by-side benchmark of anomalib models from one YAML file (``anomalib benchmark`` refuses plugin models).
+
+Every job is one model x dataset x seed. All models get the same datamodule settings, the same image size
+(their own ``configure_pre_processor(image_size)``) and the same :class:`~anomalib.metrics.Evaluator`
+(image AUROC, image F1, pixel AUROC, pixel AUPRO). Each job runs in its own process, so a failing job is recorded
+with its error and the run goes on, and peak RSS is the job's own. Finished jobs are skipped when the command
+is run again (resumable); results are appended to ``results.csv`` as they come and summarised in ``results.md``.
+
+Config::
+
+    output: benchmarks/results/bottle       # folder for results.csv, results.md, jobs/<job>/
+    seeds: [0]
+    image_size: 256
+    accelerator: cpu
+    datasets:
+      - name: mvtec_bottle
+        class_path: anomalib.data.MVTecAD
+        init_args: {root: ../shared/data/mvtec_ad, category: bottle, num_workers: 0}
+    models:
+      - name: ssad
+        class_path: anomalib_ssad.SSAD
+        init_args: {localization: {grid: [patch, image]}}   # a grid expands into one job per value
+
+Example:
+    ``python -m anomalib_ssad.benchmark benchmarks/configs/bottle.yaml``
+"""
+
+import argparse
+import csv
+import importlib
+import inspect
+import itertools
+import json
+import logging
+import resource
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = (
+    "job",
+    "model",
+    "dataset",
+    "seed",
+    "status",
+    "image_AUROC",
+    "image_F1Score",
+    "pixel_AUROC",
+    "pixel_AUPRO",
+    "train_seconds",
+    "inference_images_per_second",
+    "peak_rss_mb",
+    "error",
+)
+RESULT_PREFIX = "BENCHMARK_RESULT "
+
+
+@dataclass
+class Job:
+    """One model x dataset x seed."""
+
+    model: dict[str, Any]
+    dataset: dict[str, Any]
+    seed: int
+    image_size: int = 256
+    accelerator: str = "cpu"
+    output: str = "results"
+    grid_values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str:
+        """Model name with its grid values, e.g. ``ssad[localization=patch]``."""
+        if not self.grid_values:
+            return self.model["name"]
+        values = ",".join(f"{key}={value}" for key, value in self.grid_values.items())
+        return f"{self.model['name']}[{values}]"
+
+    @property
+    def job_id(self) -> str:
+        """Unique, filesystem-safe id."""
+        raw = f"{self.model_name}__{self.dataset['name']}__seed{self.seed}"
+        return "".join(char if char.isalnum() or char in "-_.=," else "_" for char in raw)
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read and check a benchmark config.
+
+    Raises:
+        ValueError: Naming the file and the problem, for a malformed config.
+    """
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        msg = f"{path}: cannot read benchmark config ({error})"
+        raise ValueError(msg) from error
+    if not isinstance(config, dict):
+        msg = f"{path}: expected a mapping with 'models' and 'datasets'"
+        raise ValueError(msg)
+    for key in ("models", "datasets"):
+        entries = config.get(key)
+        if not isinstance(entries, list) or not entries:
+            msg = f"{path}: '{key}' must be a non-empty list"
+            raise ValueError(msg)
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, dict) or "name" not in entry or "class_path" not in entry:
+                msg = f"{path}: {key}[{index}] needs 'name' and 'class_path'"
+                raise ValueError(msg)
+    names = [model["name"] for model in config["models"]]
+    if len(set(names)) != len(names):
+        msg = f"{path}: model names must be unique, got {names}"
+        raise ValueError(msg)
+    config.setdefault("output", str(path.with_suffix("")))
+    return config
+
+
+def _grid_items(init_args: dict[str, Any]) -> list[tuple[str, list[Any]]]:
+    return [(key, value["grid"]) for key, value in init_args.items() if isinstance(value, dict) and "grid" in value]
+
+
+def expand_jobs(config: dict[str, Any]) -> list[Job]:
+    """All jobs of a config: models (with grids expanded) x datasets x seeds."""
+    jobs = []
+    for model in config["models"]:
+        init_args = dict(model.get("init_args") or {})
+        grid = _grid_items(init_args)
+        combinations = itertools.product(*(values for _, values in grid)) if grid else [()]
+        for values in combinations:
+            grid_values = dict(zip((key for key, _ in grid), values, strict=True))
+            variant = {**model, "init_args": {**init_args, **grid_values}}
+            for dataset in config["datasets"]:
+                for seed in config.get("seeds", [0]):
+                    jobs.append(
+                        Job(
+                            model=variant,
+                            dataset=dataset,
+                            seed=int(seed),
+                            image_size=int(config.get("image_size", 256)),
+                            accelerator=str(config.get("accelerator", "cpu")),
+                            output=str(config["output"]),
+                            grid_values=grid_values,
+                        ),
+                    )
+    return jobs
+
+
+def shared_evaluator() -> Any:
+    """The Evaluator every benchmarked model gets."""
+    from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Score
+
+    return Evaluator(
+        test_metrics=[
+            AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
+            F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
+            AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+            AUPRO(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+        ],
+    )
+
+
+def _load_class(class_path: str) -> type:
+    """Import ``package.module.Class``.
+
+    Raises:
+        ValueError: If it cannot be imported.
+    """
+    module_name, _, class_name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as error:
+        msg = f"cannot import {class_path!r}: {error}"
+        raise ValueError(msg) from error
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Train and test one job in this process; returns a result row (without ``status``/``error``)."""
+    import torch
+    from anomalib.engine import Engine
+    from lightning.pytorch import seed_everything
+
+    seed_everything(job.seed, workers=True)
+    job_dir = Path(job.output) / "jobs" / job.job_id
+    model_cls = _load_class(job.model["class_path"])
+    model = model_cls(
+        **(job.model.get("init_args") or {}),
+        pre_processor=model_cls.configure_pre_processor(image_size=(job.image_size, job.image_size)),
+        evaluator=shared_evaluator(),
+        visualizer=False,
+    )
+    datamodule_cls = _load_class(job.dataset["class_path"])
+    datamodule_args = dict(job.dataset.get("init_args") or {})
+    if "seed" in inspect.signature(datamodule_cls).parameters:
+        datamodule_args.setdefault("seed", job.seed)
+    datamodule = datamodule_cls(**datamodule_args)
+    engine = Engine(
+        accelerator=job.accelerator,
+        devices=1,
+        default_root_dir=str(job_dir),
+        logger=False,
+        enable_progress_bar=False,
+        **job.model.get("trainer", {}),
+    )
+    start = time.perf_counter()
+    engine.fit(model=model, datamodule=datamodule)
+    train_seconds = time.perf_counter() - start
+    metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
+    images_per_second, predictions = _timed_inference(model, datamodule.test_dataloader(), torch)
+    np.savez_compressed(job_dir / "predictions.npz", **predictions)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "job": job.job_id,
+        "model": job.model_name,
+        "dataset": job.dataset["name"],
+        "seed": job.seed,
+        **{key: float(metrics[key]) for key in ("image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_AUPRO")},
+        "train_seconds": round(train_seconds, 1),
+        "inference_images_per_second": round(images_per_second, 2),
+        "peak_rss_mb": round(peak_kb / 1024),
+    }
+
+
+def _timed_inference(model: Any, dataloader: Any, torch: Any, keep_maps: int = 8) -> tuple[float, dict]:
+    """Images/s of the eval forward (pre-processing, score and anomaly map), and the raw predictions."""
+    model.eval()
+    scores, labels, maps, images, masks = [], [], [], [], []
+    elapsed, count = 0.0, 0
+    with torch.no_grad():
+        for batch in dataloader:
+            start = time.perf_counter()
+            inputs = model.pre_processor(batch.image) if model.pre_processor else batch.image
+            output = model.model(inputs)
+            elapsed += time.perf_counter() - start
+            count += batch.image.shape[0]
+            scores.append(output.pred_score.flatten().cpu())
+            labels.append(batch.gt_label.flatten().cpu())
+            if len(maps) < keep_maps:
+                maps.append(output.anomaly_map.reshape(len(batch.image), *output.anomaly_map.shape[-2:]).cpu())
+                images.append(inputs.cpu())
+                masks.append(batch.gt_mask.reshape(len(batch.image), *batch.gt_mask.shape[-2:]).float().cpu())
+    predictions = {
+        "pred_score": torch.cat(scores).numpy(),
+        "gt_label": torch.cat(labels).numpy(),
+        "anomaly_map": torch.cat(maps)[:keep_maps].numpy().astype(np.float16),
+        "image": torch.cat(images)[:keep_maps].numpy().astype(np.float16),
+        "gt_mask": torch.cat(masks)[:keep_maps].numpy().astype(np.uint8),
+    }
+    return count / max(elapsed, 1e-9), predictions
+
+
+def read_results(path: Path) -> list[dict[str, str]]:
+    """Rows of an existing ``results.csv`` (empty if none)."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def write_markdown(rows: list[dict[str, str]], path: Path, command: str) -> None:
+    """Summarise result rows as a markdown table."""
+    header = ["model", "dataset", "seed", "status", *COLUMNS[5:12]]
+    lines = [
+        f"Command: `{command}`",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for row in rows:
+        cells = []
+        for key in header:
+            value = row.get(key, "")
+            try:
+                cells.append(f"{float(value):.3f}" if key.startswith(("image_", "pixel_")) else str(value))
+            except ValueError:
+                cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [row for row in rows if row.get("status") != "ok"]
+    lines += ["", *[f"- {row['job']} failed: {row.get('error', '')}" for row in failed]]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_benchmark(config_path: str | Path, rerun_failed: bool = False) -> list[dict[str, str]]:
+    """Run every unfinished job of a config, each in a subprocess; returns all result rows."""
+    config = load_config(config_path)
+    output = Path(config["output"])
+    output.mkdir(parents=True, exist_ok=True)
+    csv_path = output / "results.csv"
+    rows = read_results(csv_path)
+    done = {row["job"] for row in rows if row["status"] == "ok" or not rerun_failed}
+    rows = [row for row in rows if row["job"] in done]
+    for job in expand_jobs(config):
+        if job.job_id in done:
+            logger.info("skip %s (finished)", job.job_id)
+            continue
+        logger.info("run %s", job.job_id)
+        rows.append(_run_in_subprocess(job))
+        with csv_path.open("w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        write_markdown(rows, output / "results.md", f"python -m anomalib_ssad.benchmark {config_path}")
+    write_markdown(rows, output / "results.md", f"python -m anomalib_ssad.benchmark {config_path}")
+    return rows
+
+
+def _run_in_subprocess(job: Job) -> dict[str, Any]:
+    job_dir = Path(job.output) / "jobs" / job.job_id
+    job_dir.mkdir(parents=True, exist_ok=True)
+    log_path = job_dir / "log.txt"
+    command = [sys.executable, "-m", "anomalib_ssad.benchmark", "--run-job", json.dumps(job.__dict__)]
+    with log_path.open("w") as log:
+        completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, text=True, check=False)
+    log_path.open("a").write(completed.stdout)
+    for line in reversed(completed.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return {**json.loads(line[len(RESULT_PREFIX) :]), "status": "ok", "error": ""}
+    error_lines = [line for line in log_path.read_text().splitlines() if line.strip()]
+    error = error_lines[-1] if error_lines else f"exit code {completed.returncode}"
+    return {
+        "job": job.job_id,
+        "model": job.model_name,
+        "dataset": job.dataset["name"],
+        "seed": job.seed,
+        "status": "failed",
+        "error": f"{error[:300]} (log: {log_path})",
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python -m anomalib_ssad.benchmark CONFIG [--rerun-failed]``."""
+    parser = argparse.ArgumentParser(description="Benchmark anomalib models side by side from a YAML config.")
+    parser.add_argument("config", nargs="?", help="benchmark YAML")
+    parser.add_argument("--rerun-failed", action="store_true", help="run failed jobs again")
+    parser.add_argument("--run-job", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.run_job:
+        try:
+            result = run_job(Job(**json.loads(args.run_job)))
+        except Exception:
+            traceback.print_exc()
+            raise SystemExit(1) from None
+        print(RESULT_PREFIX + json.dumps(result), flush=True)
+        return
+    if not args.config:
+        parser.error("a benchmark config is required")
+    try:
+        rows = run_benchmark(args.config, rerun_failed=args.rerun_failed)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    print(Path(load_config(args.config)["output"]) / "results.md")
+    print(f"{sum(row['status'] == 'ok' for row in rows)} ok, {sum(row['status'] != 'ok' for row in rows)} failed")
+
+
+if __name__ == "__main__":
+    main()
