@@ -36,7 +36,8 @@ def knn_cosine_distance(
     """Mean cosine distance of each query to its ``k`` nearest bank entries.
 
     Queries and bank are processed in chunks of ``chunk_size`` rows each, so the largest intermediate is a
-    ``chunk_size x chunk_size`` similarity block plus a running top-k, whatever the sizes.
+    ``chunk_size x chunk_size`` similarity block plus a running top-k, whatever the sizes (in an exported
+    graph only the bank is chunked).
 
     Args:
         queries: Query embeddings ``[N, D]``.
@@ -60,7 +61,10 @@ def knn_cosine_distance(
     k = min(k, bank.shape[0])
     bank_unit = F.normalize(bank, dim=-1, eps=_EPS)
     scores, neighbours = [], []
-    for query_chunk in queries.split(chunk_size):
+    # While exporting, the query count depends on the (dynamic) batch size; a Python loop over its chunks
+    # would pin the batch size into the exported graph, so the export keeps all queries in one chunk.
+    query_chunks = [queries] if torch.compiler.is_exporting() else queries.split(chunk_size)
+    for query_chunk in query_chunks:
         query_unit = F.normalize(query_chunk, dim=-1, eps=_EPS)
         best_sim = query_unit.new_full((query_unit.shape[0], k), -2.0)
         best_idx = torch.zeros((query_unit.shape[0], k), dtype=torch.long, device=queries.device)

@@ -294,9 +294,10 @@ class SSAD(AnomalibModule):
                 normal = (labels == 0) & (logits.argmax(dim=1) == 0)
                 for bank, embedding in zip(self.model.memory_banks, embeddings, strict=True):
                     bank.add(embedding[normal])
-            self.log("train_accuracy", (logits.argmax(1) == labels).float().mean(), on_epoch=True, on_step=False)
+            accuracy = (logits.argmax(1) == labels).float().mean()
+            self.log("train_accuracy", accuracy, on_epoch=True, on_step=False, batch_size=len(labels))
         loss = torch.stack(losses).mean()
-        self.log("train_loss", loss, on_epoch=True, prog_bar=True)
+        self.log("train_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(pool_labels))
         return loss
 
     def on_train_epoch_end(self) -> None:
