@@ -3,10 +3,11 @@
 
 """anomalib-ssad: self-supervised anomaly detection models for anomalib.
 
-Use from the CLI as ``anomalib train --model anomalib_ssad.SSAD --data anomalib.data.MVTecAD``.
+Use from the CLI as ``anomalib train --model anomalib_ssad.SSAD --data anomalib.data.MVTecAD`` (or
+``--model anomalib_ssad.CutPaste``).
 """
 
-from .models import SSAD
+from .models import SSAD, CutPaste
 
-__all__ = ["SSAD"]
+__all__ = ["SSAD", "CutPaste"]
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import read_rgb
+from tests.conftest import assert_checkpoint_round_trip, demo_test_images, fit_and_test_on_demo
 
 PRE_PROCESSOR = {
     "class_path": "anomalib.pre_processing.PreProcessor",
@@ -48,15 +48,13 @@ def run(command: list[str], cwd: Path) -> str:
     return completed.stdout + completed.stderr
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, demo_root):
-    """`anomalib train --config` on the demo subset; returns (workdir, run folder)."""
-    workdir = tmp_path_factory.mktemp("cli")
+def train_with_cli(workdir: Path, demo_root: Path, class_path: str, init_args: dict) -> Path:
+    """`anomalib train --config` of a model on the demo subset at 64 px; writes model.yaml, returns the run folder."""
     config = {
         "seed_everything": 0,
         "default_root_dir": str(workdir / "results"),
         "trainer": {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False},
-        "model": {"class_path": "anomalib_ssad.SSAD", "init_args": {**TINY_MODEL, "pre_processor": PRE_PROCESSOR}},
+        "model": {"class_path": class_path, "init_args": {**init_args, "pre_processor": PRE_PROCESSOR}},
         "data": {
             "class_path": "anomalib.data.MVTecAD",
             "init_args": {"root": str(demo_root), "category": "bottle", "num_workers": 0, "eval_batch_size": 8},
@@ -65,12 +63,20 @@ def trained_run(tmp_path_factory, demo_root):
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     output = run([ANOMALIB, "train", "--config", "config.yaml"], workdir)
     assert "image_AUROC" in output
-    run_dir = workdir / "results" / "SSAD" / "MVTecAD" / "bottle" / "v0"
+    run_dir = workdir / "results" / class_path.rsplit(".", 1)[-1] / "MVTecAD" / "bottle" / "v0"
     assert (run_dir / "weights" / "lightning" / "model.ckpt").exists()
-    assert any((run_dir / "images").rglob("*.png")), "no anomaly-map images written"
     # predict and export take the model section alone
     model_config = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
     (workdir / "model.yaml").write_text(yaml.safe_dump(model_config))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, demo_root):
+    """`anomalib train --config` on the demo subset; returns (workdir, run folder)."""
+    workdir = tmp_path_factory.mktemp("cli")
+    run_dir = train_with_cli(workdir, demo_root, "anomalib_ssad.SSAD", TINY_MODEL)
+    assert any((run_dir / "images").rglob("*.png")), "no anomaly-map images written"
     return workdir, run_dir
 
 
@@ -96,8 +102,7 @@ def test_export_torch_and_onnx_give_checkpoint_scores(trained_run, demo_root):
         command += ["--ckpt_path", str(checkpoint), "--input_size", "[64,64]", "--export_root", "export"]
         run(command, workdir)
 
-    files = sorted((demo_root / "bottle" / "test").rglob("*.png"))
-    images = torch.stack([read_rgb(file, 64) for file in files])
+    images = demo_test_images(demo_root)
     model = SSAD.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
     with torch.no_grad():
         expected = model(images)
@@ -116,9 +121,6 @@ def test_export_torch_and_onnx_give_checkpoint_scores(trained_run, demo_root):
 
 def test_engine_fit_and_checkpoint_round_trip(tmp_path, demo_root):
     """Python Engine, image-level localization (Grad-CAM): reloaded checkpoint gives identical outputs."""
-    from anomalib.data import MVTecAD
-    from anomalib.engine import Engine
-
     from anomalib_ssad import SSAD
 
     model = SSAD(
@@ -128,22 +130,7 @@ def test_engine_fit_and_checkpoint_round_trip(tmp_path, demo_root):
         pre_processor=SSAD.configure_pre_processor(image_size=(64, 64)),
         visualizer=False,
     )
-    datamodule = MVTecAD(root=demo_root, category="bottle", num_workers=0, train_batch_size=16, eval_batch_size=8)
-    engine = Engine(accelerator="cpu", devices=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
-    engine.fit(model=model, datamodule=datamodule)
+    engine, _ = fit_and_test_on_demo(model, demo_root, tmp_path)
     assert 0 < len(model.model.memory_banks[0]) <= model.hparams.memory_bank_size
-    metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
-    assert {"image_AUROC", "pixel_AUROC", "pixel_AUPRO"} <= set(metrics)
-
-    checkpoint = tmp_path / "model.ckpt"
-    engine.trainer.save_checkpoint(checkpoint)
-    images = torch.stack([read_rgb(file, 64) for file in sorted((demo_root / "bottle" / "test").rglob("*.png"))])
-    model.eval()
-    with torch.no_grad():
-        before = model(images)
-    restored = SSAD.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
-    with torch.no_grad():
-        after = restored(images)
-    torch.testing.assert_close(after.pred_score, before.pred_score)
-    torch.testing.assert_close(after.anomaly_map, before.anomaly_map)
+    restored = assert_checkpoint_round_trip(engine, model, demo_root, tmp_path)
     torch.testing.assert_close(restored.model.memory_banks[0].memory_bank, model.model.memory_banks[0].memory_bank)

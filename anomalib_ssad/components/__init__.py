@@ -7,17 +7,21 @@
 - backbones with offline-capable ImageNet weights: :func:`build_backbone`;
 - the projection head: :class:`ProjectionHead`;
 - the memory bank and its k-NN cosine scorer: :class:`MemoryBank`, :func:`knn_cosine_distance`;
+- the Gaussian density and its Mahalanobis scorer: :class:`GaussianDensity`, :func:`ledoit_wolf`;
+- the network both models share (backbone, fusion, heads, classifier, localization): :class:`PretextNetwork`;
 - localization: :func:`grad_cam` (image level), :func:`dense_patch_features` / :func:`crop_patches` and
   :func:`assemble_anomaly_map` (patch level).
 """
 
 from .anomaly_generator import SyntheticAnomalyGenerator, SyntheticSample
 from .backbone import BACKBONES, DOWNLOAD_TIMEOUT_SECONDS, BackboneWeightsError, FeatureExtractor, build_backbone
+from .gaussian_density import GaussianDensity, ledoit_wolf
 from .grad_cam import grad_cam
 from .memory_bank import MemoryBank, knn_cosine_distance, knn_cosine_distance_gradient
 from .object_mask import ObjectMasker, compute_object_mask
 from .patch_grid import assemble_anomaly_map, crop_patches, dense_patch_features, gaussian_blur, patch_grid_size
 from .perlin import perlin_mask, perlin_noise
+from .pretext_network import PretextNetwork
 from .projection_head import ProjectionHead
 
 __all__ = [
@@ -25,8 +29,10 @@ __all__ = [
     "DOWNLOAD_TIMEOUT_SECONDS",
     "BackboneWeightsError",
     "FeatureExtractor",
+    "GaussianDensity",
     "MemoryBank",
     "ObjectMasker",
+    "PretextNetwork",
     "ProjectionHead",
     "SyntheticAnomalyGenerator",
     "SyntheticSample",
@@ -39,6 +45,7 @@ __all__ = [
     "grad_cam",
     "knn_cosine_distance",
     "knn_cosine_distance_gradient",
+    "ledoit_wolf",
     "patch_grid_size",
     "perlin_mask",
     "perlin_noise",

@@ -1,11 +1,12 @@
 # Copyright (C) 2026 anomalib-ssad developers
 # SPDX-License-Identifier: Apache-2.0
 
-"""Synthetic anomalies for the SSAD pretext task (normal / big defect / small defect).
+"""Synthetic anomalies for the SSAD and CutPaste pretext tasks (normal / big defect / small defect).
 
-Every sample gets a label drawn uniformly from ``{0, 1, 2}``: ``0`` normal (colour jitter only), ``1`` a big
-defect (a convex irregular polygon, or SADSA's square cut-paste), ``2`` a small defect (a thin rotated scar, or
-SADSA's Perlin blob). Defects are placed on the object (see :mod:`anomalib_ssad.components.object_mask`) and the
+Every sample gets a label drawn uniformly from ``{0, 1, 2}`` (or a chosen subset, e.g. ``(0, 1)`` for a binary
+task): ``0`` normal (colour jitter only), ``1`` a big defect (a convex irregular polygon, SADSA's square
+cut-paste, or CutPaste's rectangle), ``2`` a small defect (a thin rotated scar, SADSA's Perlin blob, or
+CutPaste-Scar). Defects are placed on the object (see :mod:`anomalib_ssad.components.object_mask`) and the
 exact pixel mask of each drawn defect is returned with the image. All randomness comes from a
 ``np.random.Generator``, so a seed reproduces a sample exactly.
 
@@ -20,6 +21,9 @@ Example:
     >>> images, labels, masks = generator.generate_batch(torch.rand(4, 3, 64, 64), rng=np.random.default_rng(0))
     >>> images.shape, labels.shape, masks.shape
     (torch.Size([4, 3, 64, 64]), torch.Size([4]), torch.Size([4, 1, 64, 64]))
+    >>> binary = SyntheticAnomalyGenerator.cutpaste(variant="cutpaste")  # CutPaste: normal vs rectangle
+    >>> sorted(set(binary.generate_batch(torch.rand(8, 3, 64, 64), rng=np.random.default_rng(0))[1].tolist()))
+    [0, 1]
 """
 
 from collections.abc import Iterator
@@ -38,6 +42,13 @@ from anomalib_ssad.components.object_mask import MaskMode, ObjectMasker
 from anomalib_ssad.components.perlin import perlin_mask
 
 Fill = Literal["cut_paste", "mean_colour", "random_colour"]
+BigDefect = Literal["polygon", "square_cutpaste", "cutpaste"]
+SmallDefect = Literal["scar", "perlin", "cutpaste_scar"]
+CutPasteVariant = Literal["cutpaste", "scar", "3way"]
+# Labels drawn by each CutPaste variant: binary (normal vs one augmentation) or 3-way.
+CUTPASTE_CLASSES: dict[str, tuple[int, ...]] = {"cutpaste": (0, 1), "scar": (0, 2), "3way": (0, 1, 2)}
+# Shapes whose content is always cut from the same image (CutPaste), whatever ``fills`` says.
+_SAME_IMAGE_SHAPES = ("cutpaste", "cutpaste_scar")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # fillConvexPoly takes fixed-point coordinates: 4 fractional bits keep the rasterised area close to the exact one.
 _SUBPIXEL_BITS = 4
@@ -169,7 +180,9 @@ class SyntheticAnomalyGenerator:
     (4-8 vertices). The rectangle is scaled so that the *polygon's* area is ``big_area_ratio`` of the image; its
     aspect ratio (w/h) is drawn log-uniformly from ``big_aspect_ratio`` minus ``big_aspect_excluded``. If the
     rectangle would be wider (taller) than the image, it is clamped to the image width (height) at the same area.
-    ``square_cutpaste`` (SADSA): a square of side ``square_side_ratio`` x the image's shorter side, cut from
+    ``cutpaste`` (CutPaste): an axis-aligned rectangle of area ``big_area_ratio`` and aspect ratio drawn the same
+    way, cut from another location of the same image. ``square_cutpaste`` (SADSA): a square of side
+    ``square_side_ratio`` x the image's shorter side, cut from
     another normal image (``source``; the same image, elsewhere, when there is none) and pasted with its centre
     in the central ``central_region`` fraction of the image.
 
@@ -177,7 +190,9 @@ class SyntheticAnomalyGenerator:
     minus ``small_aspect_excluded``, rotated by an angle in ``[-max_angle, max_angle]`` degrees. ``perlin``
     (SADSA): Perlin noise min-max normalised to ``[0, 1]`` and thresholded at ``perlin_threshold``, filled with
     another normal image (``source``) rotated by a multiple of 90 degrees (the image itself, rotated by a
-    non-zero multiple, when there is none).
+    non-zero multiple, when there is none). ``cutpaste_scar`` (CutPaste-Scar): a rectangle of ``scar_width`` x
+    ``scar_height`` pixels (integers), rotated by an angle in ``[-max_angle, max_angle]`` degrees, cut from another
+    location of the same image.
 
     Placement: the centre is drawn uniformly from the object mask's pixels, then shifted so the whole shape lies
     inside the image; the drawn mask is intersected with the object mask, and placement is retried (up to
@@ -187,13 +202,15 @@ class SyntheticAnomalyGenerator:
     location of the same image), ``mean_colour`` (the region's mean colour), ``random_colour`` (a flat random
     colour). If the fill differs from what it replaces by less than ``min_visible_difference`` (mean absolute
     difference), its brightness is shifted by ``visibility_shift`` (darker on bright regions, brighter on dark
-    ones) so that the defect is visible.
+    ones) so that the defect is visible. Cut-paste content gets its own colour jitter, ``patch_jitter`` (CutPaste's
+    jitter of the patch; off by default).
 
     Textures (an all-ones object mask) take cut-paste content from a foreign image, so that the paste does not
     blend into the texture: one of ``foreign_images`` (resized to the input's size) if given; otherwise the
     fallback is the ``source`` image (another image of the batch in :meth:`generate_batch`; the image itself
     when there is none) rotated by a random multiple of 90 degrees (180 only for non-square images; never 0 for
-    the image itself), with its RGB channels permuted, or inverted when it is grayscale.
+    the image itself), with its RGB channels permuted, or inverted when it is grayscale. CutPaste's shapes always
+    cut from the same image, as in the paper.
 
     Patch-level mode (``patch_size`` set): the image is first cropped at random to ``patch_size``; a crop whose
     object-mask fraction is below ``min_foreground`` is labelled normal.
@@ -201,9 +218,11 @@ class SyntheticAnomalyGenerator:
     Colour jitter (``brightness``, ``contrast``, ``saturation``, ``hue``; 0 disables one) is applied in the same
     way to all three classes, after the defect; saturation and hue are skipped for grayscale images.
 
+    Labels are drawn uniformly from ``classes`` (default all three; ``(0, 1)`` or ``(0, 2)`` for a 2-class task).
+
     Args:
-        big_defect: ``polygon`` (SSAD) or ``square_cutpaste`` (SADSA).
-        small_defect: ``scar`` (SSAD) or ``perlin`` (SADSA).
+        big_defect: ``polygon`` (SSAD), ``square_cutpaste`` (SADSA) or ``cutpaste`` (CutPaste).
+        small_defect: ``scar`` (SSAD), ``perlin`` (SADSA) or ``cutpaste_scar`` (CutPaste-Scar).
         big_area_ratio: Range of the polygon's area over the image (or patch) area.
         big_aspect_ratio: Range of the rectangle's width / height.
         big_aspect_excluded: Open interval excluded from ``big_aspect_ratio`` (``(1, 1)``: only exactly 1).
@@ -228,15 +247,19 @@ class SyntheticAnomalyGenerator:
         object_mask_mode: Mode of the :class:`ObjectMasker` used when no object mask is given.
         foreign_images: Folder or list of image files for texture cut-paste. Unreadable file: ``ValueError``.
         seed: Seed of the generator's own random generator, used when no ``rng`` is passed to a call.
+        scar_width: Range of the CutPaste-Scar width in pixels (inclusive integers).
+        scar_height: Range of the CutPaste-Scar height in pixels (inclusive integers).
+        patch_jitter: Brightness, contrast, saturation and hue jitter of cut-paste content (0 disables one).
+        classes: Labels to draw from, uniformly: a non-empty subset of ``(0, 1, 2)``.
 
     Raises:
-        ValueError: For an unknown option, an empty ``fills``, or unreadable ``foreign_images``.
+        ValueError: For an unknown option, an empty ``fills`` or ``classes``, or unreadable ``foreign_images``.
     """
 
     def __init__(
         self,
-        big_defect: Literal["polygon", "square_cutpaste"] = "polygon",
-        small_defect: Literal["scar", "perlin"] = "scar",
+        big_defect: BigDefect = "polygon",
+        small_defect: SmallDefect = "scar",
         big_area_ratio: tuple[float, float] = (0.03, 0.1),
         big_aspect_ratio: tuple[float, float] = (0.3, 3.3),
         big_aspect_excluded: tuple[float, float] = (1.0, 1.0),
@@ -261,12 +284,19 @@ class SyntheticAnomalyGenerator:
         object_mask_mode: MaskMode = "auto",
         foreign_images: str | Path | list[str] | list[Path] | None = None,
         seed: int | None = None,
+        scar_width: tuple[int, int] = (2, 16),
+        scar_height: tuple[int, int] = (10, 25),
+        patch_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
+        classes: tuple[int, ...] = (0, 1, 2),
     ) -> None:
-        if big_defect not in {"polygon", "square_cutpaste"}:
-            msg = f"Unknown big_defect {big_defect!r}; expected 'polygon' or 'square_cutpaste'."
+        if big_defect not in {"polygon", "square_cutpaste", "cutpaste"}:
+            msg = f"Unknown big_defect {big_defect!r}; expected 'polygon', 'square_cutpaste' or 'cutpaste'."
             raise ValueError(msg)
-        if small_defect not in {"scar", "perlin"}:
-            msg = f"Unknown small_defect {small_defect!r}; expected 'scar' or 'perlin'."
+        if small_defect not in {"scar", "perlin", "cutpaste_scar"}:
+            msg = f"Unknown small_defect {small_defect!r}; expected 'scar', 'perlin' or 'cutpaste_scar'."
+            raise ValueError(msg)
+        if not classes or not set(classes) <= {0, 1, 2}:
+            msg = f"classes must be a non-empty subset of (0, 1, 2); got {classes!r}."
             raise ValueError(msg)
         unknown = set(fills) - {"cut_paste", "mean_colour", "random_colour"}
         if not fills or unknown:
@@ -298,6 +328,10 @@ class SyntheticAnomalyGenerator:
         self.object_masker = ObjectMasker(object_mask_mode)
         self.foreign_images = _load_images(foreign_images) if foreign_images is not None else []
         self._foreign_cache: dict[tuple[int, int, int, int], Tensor] = {}
+        self.scar_width = tuple(scar_width)
+        self.scar_height = tuple(scar_height)
+        self.patch_jitter = tuple(patch_jitter)
+        self.classes = tuple(int(label) for label in classes)
         self.rng = np.random.default_rng(seed)
 
     @classmethod
@@ -319,6 +353,45 @@ class SyntheticAnomalyGenerator:
         kwargs.setdefault("small_defect", "perlin")
         return cls(**kwargs)
 
+    @classmethod
+    def cutpaste(cls, variant: CutPasteVariant = "3way", **kwargs: Any) -> "SyntheticAnomalyGenerator":
+        """CutPaste preset (Li et al., CVPR 2021): rectangle cut-paste (label 1) and CutPaste-Scar (label 2).
+
+        Rectangles cover [0.02, 0.15] of the image with an aspect ratio in [0.3, 3.3] (1 excluded), scars are
+        2-16 x 10-25 px rotated by up to 45 degrees; both are cut from a random location of the same image,
+        colour-jittered (0.1 each) and pasted anywhere in the image. Normal samples are left untouched.
+
+        Args:
+            variant: ``"cutpaste"`` (normal vs rectangle), ``"scar"`` (normal vs scar) or ``"3way"`` (all three).
+            **kwargs: Overrides of any constructor argument.
+
+        Returns:
+            The generator.
+
+        Raises:
+            ValueError: For an unknown variant.
+        """
+        if variant not in CUTPASTE_CLASSES:
+            msg = f"Unknown CutPaste variant {variant!r}; expected one of {sorted(CUTPASTE_CLASSES)}."
+            raise ValueError(msg)
+        defaults: dict[str, Any] = {
+            "big_defect": "cutpaste",
+            "small_defect": "cutpaste_scar",
+            "big_area_ratio": (0.02, 0.15),
+            "big_aspect_ratio": (0.3, 3.3),
+            "big_aspect_excluded": (1.0, 1.0),
+            "max_angle": 45.0,
+            "patch_jitter": (0.1, 0.1, 0.1, 0.1),
+            "brightness": 0.0,
+            "contrast": 0.0,
+            "saturation": 0.0,
+            "hue": 0.0,
+            "min_visible_difference": 0.0,
+            "object_mask_mode": "texture",
+            "classes": CUTPASTE_CLASSES[variant],
+        }
+        return cls(**{**defaults, **kwargs})
+
     def __call__(
         self,
         image: Tensor,
@@ -335,8 +408,8 @@ class SyntheticAnomalyGenerator:
             source: Another normal image of the same shape, for SADSA's fills and the texture fallback.
             object_mask: ``[H, W]`` boolean foreground mask; computed with ``object_masker`` when ``None`` (in
                 ``auto`` mode the masker then resolves on this one image: prefer :meth:`generate_batch`).
-            label: Force the label (0, 1 or 2) instead of drawing it; a background patch, or a defect with no
-                pixel on the object, still gives a normal sample.
+            label: Force the label (0, 1 or 2) instead of drawing it from ``classes``; a background patch, or a
+                defect with no pixel on the object, still gives a normal sample.
 
         Returns:
             The generated sample.
@@ -357,7 +430,7 @@ class SyntheticAnomalyGenerator:
         object_np = object_mask.detach().cpu().numpy().astype(bool)
         # Textures have no background; cut-paste from the same texture would blend in.
         texture = bool(object_np.all())
-        label = int(rng.integers(3)) if label is None else int(label)
+        label = self.classes[int(rng.integers(len(self.classes)))] if label is None else int(label)
         info: dict[str, Any] = {"crop_box": None, "shape": None, "fill": None}
 
         target, origin = image, (0, 0)
@@ -381,7 +454,7 @@ class SyntheticAnomalyGenerator:
             # Nothing of the defect landed on the object (an empty object mask): the sample is normal.
             if not mask.any():
                 label = 0
-        output, info["jitter"] = self._jitter(output, rng)
+        output, info["jitter"] = self._jitter(output, rng, (self.brightness, self.contrast, self.saturation, self.hue))
         info["label"] = label
         return SyntheticSample(output, label, torch.from_numpy(mask.astype(np.float32)), info)
 
@@ -436,16 +509,21 @@ class SyntheticAnomalyGenerator:
     ) -> tuple[Tensor, np.ndarray]:
         """Draw the defect of ``label`` on ``target`` (the image or its crop at ``origin`` of ``full_image``)."""
         shape = target.shape[1:]
-        if label == 2 and self.small_defect == "perlin":
+        shape_name = self.big_defect if label == 1 else self.small_defect
+        if shape_name == "perlin":
             mask = self._place_perlin(shape, object_np, rng, info)
             fill = self._rotated(full_image if source is None else source, rng, info, allow_identity=source is not None)
             fill = fill[:, origin[0] : origin[0] + shape[0], origin[1] : origin[1] + shape[1]]
             info["fill"] = "rotated_source"
             return self._paste(target, mask, fill, rng, info), mask
 
-        if label == 1 and self.big_defect == "square_cutpaste":
+        if shape_name == "square_cutpaste":
             vertices, centres = self._square(shape, object_np, rng, info)
             fill_name: str = "cut_paste"
+        elif shape_name in _SAME_IMAGE_SHAPES:
+            vertices = self._rectangle(shape, rng, info) if label == 1 else self._cutpaste_scar(shape, rng, info)
+            centres = object_np
+            fill_name = "cut_paste"
         else:
             vertices = self._polygon(shape, rng, info) if label == 1 else self._scar(shape, rng, info)
             centres = object_np
@@ -459,13 +537,14 @@ class SyntheticAnomalyGenerator:
         region = target[:, y0:y1, x0:x1]
         box_mask = torch.from_numpy(mask[y0:y1, x0:x1])
         if fill_name == "cut_paste":
-            if self.big_defect == "square_cutpaste" and label == 1:
+            if shape_name == "square_cutpaste":
                 pool, avoid = (full_image, (origin[0] + y0, origin[1] + x0)) if source is None else (source, None)
-            elif texture:
+            elif texture and shape_name not in _SAME_IMAGE_SHAPES:
                 pool, avoid = self._foreign(full_image, source, rng, info), None
             else:
                 pool, avoid = full_image, (origin[0] + y0, origin[1] + x0)
             content = self._cut(pool, y1 - y0, x1 - x0, avoid, rng, info)
+            content, info["patch_jitter"] = self._jitter(content, rng, self.patch_jitter)
         elif fill_name == "mean_colour":
             content = region[:, box_mask].mean(dim=1)[:, None, None].expand_as(region)
         else:
@@ -500,6 +579,34 @@ class SyntheticAnomalyGenerator:
         area = area_ratio * height * width
         rect_w, rect_h = np.sqrt(area * aspect), np.sqrt(area / aspect)
         info.update(shape="scar", area_ratio=area_ratio, aspect_ratio=aspect, angle=angle, size=(rect_w, rect_h))
+        return cv2.boxPoints(((0.0, 0.0), (rect_w, rect_h), angle)).astype(np.float64)
+
+    def _rectangle(self, shape: tuple[int, int], rng: np.random.Generator, info: dict[str, Any]) -> np.ndarray:
+        """CutPaste rectangle centred on 0: whole pixels, area ``big_area_ratio``, aspect from ``big_aspect_ratio``."""
+        height, width = shape
+        area_ratio = float(rng.uniform(*self.big_area_ratio))
+        aspect = _sample_ratio(rng, self.big_aspect_ratio, self.big_aspect_excluded)
+        area = area_ratio * height * width
+        rect_w = int(np.clip(round(np.sqrt(area * aspect)), 1, width))
+        rect_h = int(np.clip(round(np.sqrt(area / aspect)), 1, height))
+        info.update(shape="cutpaste", area_ratio=area_ratio, aspect_ratio=aspect, size=(rect_w, rect_h))
+        # Vertices on the outermost pixel centres: the rasterised rectangle is about rect_w x rect_h pixels.
+        half_w, half_h = (rect_w - 1) / 2, (rect_h - 1) / 2
+        return np.array([[-half_w, -half_h], [half_w, -half_h], [half_w, half_h], [-half_w, half_h]])
+
+    def _cutpaste_scar(self, shape: tuple[int, int], rng: np.random.Generator, info: dict[str, Any]) -> np.ndarray:
+        """CutPaste-Scar centred on 0: ``scar_width x scar_height`` pixels, rotated within ``max_angle``."""
+        height, width = shape
+        rect_w = int(rng.integers(self.scar_width[0], self.scar_width[1] + 1))
+        rect_h = int(rng.integers(self.scar_height[0], self.scar_height[1] + 1))
+        angle = float(rng.uniform(-self.max_angle, self.max_angle))
+        info.update(
+            shape="cutpaste_scar",
+            area_ratio=rect_w * rect_h / (height * width),
+            aspect_ratio=rect_w / rect_h,
+            angle=angle,
+            size=(rect_w, rect_h),
+        )
         return cv2.boxPoints(((0.0, 0.0), (rect_w, rect_h), angle)).astype(np.float64)
 
     def _square(
@@ -628,19 +735,26 @@ class SyntheticAnomalyGenerator:
         output[:, mask_t] = new.to(target.dtype)
         return output
 
-    def _jitter(self, image: Tensor, rng: np.random.Generator) -> tuple[Tensor, dict[str, float]]:
-        """Colour jitter with factors from ``rng``; saturation and hue only for RGB."""
+    @staticmethod
+    def _jitter(
+        image: Tensor, rng: np.random.Generator, strengths: tuple[float, ...]
+    ) -> tuple[Tensor, dict[str, float]]:
+        """Colour jitter of (brightness, contrast, saturation, hue) strengths, factors from ``rng``; 0 skips one.
+
+        Saturation and hue are applied to RGB images only.
+        """
+        brightness, contrast, saturation, hue = strengths
         factors: dict[str, float] = {}
-        if self.brightness > 0:
-            factors["brightness"] = float(rng.uniform(1 - self.brightness, 1 + self.brightness))
+        if brightness > 0:
+            factors["brightness"] = float(rng.uniform(1 - brightness, 1 + brightness))
             image = TF.adjust_brightness(image, factors["brightness"])
-        if self.contrast > 0:
-            factors["contrast"] = float(rng.uniform(1 - self.contrast, 1 + self.contrast))
+        if contrast > 0:
+            factors["contrast"] = float(rng.uniform(1 - contrast, 1 + contrast))
             image = TF.adjust_contrast(image, factors["contrast"])
-        if image.shape[0] == 3 and self.saturation > 0:
-            factors["saturation"] = float(rng.uniform(1 - self.saturation, 1 + self.saturation))
+        if image.shape[0] == 3 and saturation > 0:
+            factors["saturation"] = float(rng.uniform(1 - saturation, 1 + saturation))
             image = TF.adjust_saturation(image, factors["saturation"])
-        if image.shape[0] == 3 and self.hue > 0:
-            factors["hue"] = float(rng.uniform(-self.hue, self.hue))
+        if image.shape[0] == 3 and hue > 0:
+            factors["hue"] = float(rng.uniform(-hue, hue))
             image = TF.adjust_hue(image, factors["hue"])
         return image, factors

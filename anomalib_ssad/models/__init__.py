@@ -3,6 +3,7 @@
 
 """The plugin's anomalib models."""
 
+from .cutpaste import CutPaste
 from .ssad import SSAD
 
-__all__ = ["SSAD"]
+__all__ = ["SSAD", "CutPaste"]

@@ -1,0 +1,188 @@
+# Copyright (C) 2026 anomalib-ssad developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""Network shared by SSAD and CutPaste: backbone, pooled-stage fusion, projection head(s), pretext classifier.
+
+Training mode returns the embeddings and the pretext logits. Eval mode returns an ``InferenceBatch``: the
+subclass scores embeddings (:meth:`PretextNetwork.score`, e.g. k-NN cosine distance or Mahalanobis distance),
+and the anomaly map comes from closed-form Grad-CAM of that score (``localization="image"``) or from scoring
+every ``patch_size`` window (``localization="patch"``).
+
+Example:
+    >>> import torch
+    >>> from anomalib_ssad.components.pretext_network import PretextNetwork
+    >>> class NormScore(PretextNetwork):
+    ...     def score(self, embeddings):
+    ...         return embeddings[0].norm(dim=-1)
+    ...     def score_with_gradient(self, embeddings):
+    ...         score = self.score(embeddings)
+    ...         return score, embeddings[-1] / score[:, None]
+    >>> model = NormScore(backbone="resnet18", pretrained=False, localization="image").eval()
+    >>> model(torch.rand(2, 3, 64, 64)).anomaly_map.shape
+    torch.Size([2, 1, 64, 64])
+"""
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from anomalib.data import InferenceBatch
+from torch import nn
+
+from .backbone import build_backbone
+from .grad_cam import grad_cam
+from .patch_grid import assemble_anomaly_map, crop_patches, dense_patch_features, gaussian_blur, patch_grid_size
+from .projection_head import ProjectionHead
+
+Fusion = Literal["concat", "multiply"]
+Localization = Literal["image", "patch"]
+PatchEmbedding = Literal["dense", "crops"]
+
+
+class PretextNetwork(nn.Module):
+    """Backbone, projection head(s) and pretext classifier; subclasses define the anomaly score.
+
+    Args:
+        backbone: Backbone name (see :data:`anomalib_ssad.components.BACKBONES`).
+        pretrained: Load ImageNet weights into the backbone.
+        weights_path: Optional weights file for the backbone.
+        fusion: ``"concat"``: one head on the concatenated pooled stages; ``"multiply"``: one head per stage.
+        head_dims: Output sizes of the head's ``Linear -> BatchNorm -> ReLU`` blocks; the last is the embedding.
+        num_classes: Pretext classes.
+        localization: ``"image"`` (Grad-CAM on the last stage) or ``"patch"`` (window scores).
+        patch_size: Window size in pixels for patch-level localization.
+        patch_stride: Window stride in pixels.
+        patch_embedding: ``"dense"`` (one backbone pass, pooled per window) or ``"crops"`` (each window
+            embedded on its own, in batches of ``patch_batch_size``).
+        patch_batch_size: Windows per backbone pass in ``"crops"`` mode.
+        sigma: Gaussian smoothing of the patch-level map, in pixels (0 disables).
+
+    Raises:
+        ValueError: For an unknown ``fusion``, ``localization`` or ``patch_embedding``.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        pretrained: bool = True,
+        weights_path: str | None = None,
+        fusion: Fusion = "concat",
+        head_dims: Sequence[int] = (512, 512, 128),
+        num_classes: int = 3,
+        localization: Localization = "patch",
+        patch_size: int = 32,
+        patch_stride: int = 8,
+        patch_embedding: PatchEmbedding = "dense",
+        patch_batch_size: int = 1024,
+        sigma: float = 4.0,
+    ) -> None:
+        super().__init__()
+        if fusion not in {"concat", "multiply"}:
+            msg = f"fusion must be 'concat' or 'multiply', got {fusion!r}."
+            raise ValueError(msg)
+        if localization not in {"image", "patch"}:
+            msg = f"localization must be 'image' or 'patch', got {localization!r}."
+            raise ValueError(msg)
+        if patch_embedding not in {"dense", "crops"}:
+            msg = f"patch_embedding must be 'dense' or 'crops', got {patch_embedding!r}."
+            raise ValueError(msg)
+        self.backbone = build_backbone(backbone, pretrained=pretrained, weights_path=weights_path)
+        self.fusion = fusion
+        channels = list(self.backbone.out_channels)
+        head_inputs = [sum(channels)] if fusion == "concat" else channels
+        self.heads = nn.ModuleList(ProjectionHead(size, head_dims) for size in head_inputs)
+        self.classifier = nn.Linear(sum(head.out_features for head in self.heads), num_classes)
+        self.localization = localization
+        self.patch_size = patch_size
+        self.patch_stride = patch_stride
+        self.patch_embedding = patch_embedding
+        self.patch_batch_size = patch_batch_size
+        self.blur = gaussian_blur(sigma)
+
+    def score(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Anomaly score ``[N]`` of flattened embeddings, one ``[N, D]`` tensor per head."""
+        raise NotImplementedError
+
+    def score_with_gradient(self, embeddings: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score ``[N]`` and its gradient with respect to the last head's embedding ``[N, D]`` (closed form)."""
+        raise NotImplementedError
+
+    def _group_stages(self, pooled: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Head inputs from per-stage pooled features ``[..., C_i]``: one concatenation, or one per stage."""
+        return [torch.cat(list(pooled), dim=-1)] if self.fusion == "concat" else list(pooled)
+
+    def _embed_groups(self, groups: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Run each head on its input ``[..., C]`` (any leading shape)."""
+        return [
+            head(group.reshape(-1, group.shape[-1])).reshape(*group.shape[:-1], head.out_features)
+            for head, group in zip(self.heads, groups, strict=True)
+        ]
+
+    def embed(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Image-level embeddings (one per head, ``[B, D]``) and the backbone's stage maps."""
+        stage_maps = self.backbone(images)
+        pooled = [feature_map.mean(dim=(2, 3)) for feature_map in stage_maps]
+        return self._embed_groups(self._group_stages(pooled)), stage_maps
+
+    def patch_embeddings(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Embeddings of every ``patch_size`` window, one ``[B, Gh, Gw, D]`` tensor per head."""
+        image_size = (images.shape[-2], images.shape[-1])
+        grid = patch_grid_size(image_size, self.patch_size, self.patch_stride)
+        if self.patch_embedding == "dense":
+            pooled = dense_patch_features(
+                self.backbone(images), self.backbone.strides, image_size, self.patch_size, self.patch_stride
+            )
+            return self._embed_groups(self._group_stages(pooled))
+        patches = crop_patches(images, self.patch_size, self.patch_stride)
+        chunks = [self.embed(chunk)[0] for chunk in patches.split(self.patch_batch_size)]
+        return [
+            torch.cat([chunk[index] for chunk in chunks]).reshape(images.shape[0], *grid, -1)
+            for index in range(len(self.heads))
+        ]
+
+    def normal_embeddings(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Embeddings of clean images to fit the normal model, ``[N, D]`` per head, matching the scored unit."""
+        if self.localization == "patch":
+            return [embedding.flatten(0, -2) for embedding in self.patch_embeddings(images)]
+        return self.embed(images)[0]
+
+    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor] | InferenceBatch:
+        """Training: ``(embeddings per head, pretext logits)``; eval: ``InferenceBatch`` with score and map."""
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        if self.training:
+            embeddings, _ = self.embed(images)
+            return embeddings, self.classifier(torch.cat(embeddings, dim=-1))
+        image_size = (images.shape[-2], images.shape[-1])
+        if self.localization == "patch":
+            patch_embeddings = self.patch_embeddings(images)
+            grid = patch_embeddings[0].shape[1:3]
+            scores = self.score([embedding.flatten(0, -2) for embedding in patch_embeddings])
+            grid_scores = scores.reshape(images.shape[0], *grid)
+            anomaly_map = assemble_anomaly_map(grid_scores, image_size, self.patch_size, self.blur)
+            return InferenceBatch(pred_score=grid_scores.flatten(1).amax(dim=1), anomaly_map=anomaly_map)
+        embeddings, stage_maps = self.embed(images)
+        score, embedding_gradient = self.score_with_gradient(embeddings)
+        anomaly_map = self._grad_cam(stage_maps, embedding_gradient, score, image_size)
+        return InferenceBatch(pred_score=score, anomaly_map=anomaly_map)
+
+    def _grad_cam(
+        self,
+        stage_maps: Sequence[torch.Tensor],
+        embedding_gradient: torch.Tensor,
+        score: torch.Tensor,
+        image_size: tuple[int, int],
+    ) -> torch.Tensor:
+        """Grad-CAM of the image score on the last stage, scaled so its peak equals the image score.
+
+        Scaling by the score keeps maps comparable across images (a per-image [0, 1] normalisation would give
+        every normal image a full-strength hot spot and ruin pixel-level metrics).
+        """
+        last = stage_maps[-1]
+        head_index = len(self.heads) - 1
+        pooled = [feature_map.mean(dim=(2, 3)) for feature_map in stage_maps]
+        head_input = self._group_stages(pooled)[head_index]
+        input_gradient = self.heads[head_index].input_gradient(head_input, embedding_gradient)[:, -last.shape[1] :]
+        cam = grad_cam(last, input_gradient, image_size)
+        peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12)
+        return cam / peak[:, None, None, None] * score[:, None, None, None]

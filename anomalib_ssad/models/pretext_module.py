@@ -1,0 +1,296 @@
+# Copyright (C) 2026 anomalib-ssad developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""Lightning base shared by SSAD and CutPaste: synthetic-anomaly pretext training and a fitted normal model.
+
+Training draws synthetic anomalies on the fly with ``self.generator`` (a
+:class:`~anomalib_ssad.components.SyntheticAnomalyGenerator`), repeated so that an epoch sees about
+``samples_per_epoch`` samples, and trains ``self.model`` (a
+:class:`~anomalib_ssad.components.pretext_network.PretextNetwork`) with cross-entropy in two stages: backbone
+frozen (``warmup_epochs``), then everything (``finetune_epochs``), each with its own cosine schedule. Before
+every validation the subclass fits its normal model (memory bank, Gaussian, ...) on clean training images
+(:meth:`PretextAnomalyModule.fit_normal_model`).
+
+Example:
+    >>> from anomalib_ssad import CutPaste, SSAD
+    >>> from anomalib_ssad.models.pretext_module import PretextAnomalyModule
+    >>> issubclass(SSAD, PretextAnomalyModule) and issubclass(CutPaste, PretextAnomalyModule)
+    True
+"""
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Max, F1Score
+from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
+from anomalib.visualization import Visualizer
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+from torchvision.transforms.v2 import Compose, Normalize
+
+from anomalib_ssad.components import SyntheticAnomalyGenerator
+from anomalib_ssad.components.pretext_network import PretextNetwork
+
+logger = logging.getLogger(__name__)
+
+Optimizer = Literal["sgd", "adam"]
+
+
+class PretextAnomalyModule(AnomalibModule):
+    """Pretext-task training loop, two-stage schedule and evaluation wiring; subclasses set the model.
+
+    Subclasses set ``self.model`` and ``self.generator`` after calling this constructor and implement
+    :meth:`fit_normal_model`; :meth:`pretext_labels` and :meth:`on_pretext_step` are optional hooks.
+
+    Args:
+        warmup_epochs: Stage 1 epochs (backbone frozen, only heads train).
+        finetune_epochs: Stage 2 epochs (whole network trains).
+        warmup_lr: Stage 1 learning rate (cosine-annealed within the stage).
+        finetune_lr: Stage 2 learning rate (cosine-annealed within the stage).
+        momentum: SGD momentum (ignored by Adam).
+        weight_decay: Weight decay.
+        optimizer: ``"sgd"`` or ``"adam"``.
+        samples_per_epoch: Each training image is used ``ceil(samples_per_epoch / num_train_images)`` times
+            per epoch (the loader's batch is expanded by the repeats, then split).
+        batch_size: Pretext samples per optimizer step.
+        draws_per_repeat: Pretext samples drawn per image and repeat (e.g. several crops in patch mode).
+        seed: Seed of the synthetic-anomaly random generator.
+        pre_processor: Pre-processor (``True``: resize to 256 px and ImageNet normalisation).
+        post_processor: Post-processor (``True``: anomalib's default).
+        evaluator: Evaluator (``True``: image AUROC/F1, pixel AUROC/AUPRO).
+        visualizer: Visualizer (``True``: anomalib's default).
+
+    Raises:
+        ValueError: For negative epochs, no epoch at all, or an unknown optimizer.
+    """
+
+    model: PretextNetwork
+    generator: SyntheticAnomalyGenerator
+
+    def __init__(
+        self,
+        warmup_epochs: int,
+        finetune_epochs: int,
+        warmup_lr: float,
+        finetune_lr: float,
+        momentum: float,
+        weight_decay: float,
+        optimizer: Optimizer,
+        samples_per_epoch: int,
+        batch_size: int,
+        draws_per_repeat: int,
+        seed: int,
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        super().__init__(
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        if warmup_epochs < 0 or finetune_epochs < 0 or warmup_epochs + finetune_epochs == 0:
+            msg = f"Need warmup_epochs, finetune_epochs >= 0 and >= 1 epoch; got {warmup_epochs}, {finetune_epochs}."
+            raise ValueError(msg)
+        if optimizer not in {"sgd", "adam"}:
+            msg = f"optimizer must be 'sgd' or 'adam', got {optimizer!r}."
+            raise ValueError(msg)
+        self.warmup_epochs = warmup_epochs
+        self.finetune_epochs = finetune_epochs
+        self.warmup_lr = warmup_lr
+        self.finetune_lr = finetune_lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.optimizer_name = optimizer
+        self.samples_per_epoch = samples_per_epoch
+        self.batch_size = batch_size
+        self.draws_per_repeat = draws_per_repeat
+        # Several optimizer steps per loader batch (see training_step).
+        self.automatic_optimization = False
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._repeats = 1
+        mean, std = _normalize_params(self.pre_processor)
+        self.register_buffer("_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def fit_normal_model(self) -> None:
+        """Fit the anomaly scorer on clean training images (called before every validation while fitting)."""
+        raise NotImplementedError
+
+    def pretext_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Classifier targets from the generator's labels (identity by default)."""
+        return labels
+
+    def on_pretext_step(self, embeddings: list[torch.Tensor], logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Hook called after every optimizer step with the step's train-mode outputs (nothing by default)."""
+
+    @property
+    def max_epochs(self) -> int:
+        """Length of the two-stage schedule."""
+        return self.warmup_epochs + self.finetune_epochs
+
+    def on_fit_start(self) -> None:
+        """Align the trainer's epoch count with the schedule and size the per-epoch repeats."""
+        if self.trainer.max_epochs != self.max_epochs:
+            logger.warning(
+                "%s's schedule is warmup_epochs + finetune_epochs = %d epochs; trainer.max_epochs=%s is "
+                "replaced (set model.warmup_epochs / model.finetune_epochs instead).",
+                type(self).__name__,
+                self.max_epochs,
+                self.trainer.max_epochs,
+            )
+            self.trainer.fit_loop.max_epochs = self.max_epochs
+        self._rng = np.random.default_rng(self.seed)
+        num_images = len(self._train_dataloader().dataset)
+        self._repeats = max(1, math.ceil(self.samples_per_epoch / max(num_images, 1)))
+
+    def _train_dataloader(self) -> torch.utils.data.DataLoader:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            msg = f"{type(self).__name__} needs a datamodule (e.g. anomalib.data.MVTecAD or Folder) to fit its scorer."
+            raise RuntimeError(msg)
+        return datamodule.train_dataloader()
+
+    def on_train_epoch_start(self) -> None:
+        """Stage 1 freezes the backbone (weights and BatchNorm statistics); stage 2 trains everything."""
+        frozen = self.current_epoch < self.warmup_epochs
+        self.model.backbone.requires_grad_(not frozen)
+        self.model.backbone.train(not frozen)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """SGD (or Adam) with one cosine schedule per stage; the backbone's learning rate is 0 during stage 1."""
+        backbone_params = list(self.model.backbone.parameters())
+        backbone_ids = {id(param) for param in backbone_params}
+        head_params = [param for param in self.model.parameters() if id(param) not in backbone_ids]
+        groups = [{"params": head_params}, {"params": backbone_params}]
+        # lr=1: the schedule below returns absolute learning rates.
+        if self.optimizer_name == "adam":
+            optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, lr=1.0, weight_decay=self.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(groups, lr=1.0, momentum=self.momentum, weight_decay=self.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda=[self._learning_rate(backbone=False), self._learning_rate(backbone=True)]
+        )
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def _learning_rate(self, backbone: bool) -> Callable[[int], float]:
+        def schedule(epoch: int) -> float:
+            if epoch < self.warmup_epochs:
+                return 0.0 if backbone else _cosine(self.warmup_lr, epoch, self.warmup_epochs)
+            return _cosine(self.finetune_lr, epoch - self.warmup_epochs, self.finetune_epochs)
+
+        return schedule
+
+    def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Draw synthetic anomalies for every repeat of the batch and take one optimizer step per ``batch_size``.
+
+        Repeating the loader's batch ``ceil(samples_per_epoch / num_train_images)`` times is the reference's
+        repeated file list; splitting the pool into ``batch_size`` steps keeps memory bounded.
+        """
+        del args, kwargs
+        images = (batch.image * self._std + self._mean).clamp(0.0, 1.0)
+        # One draw per repeat (rather than one draw on a repeated batch) keeps every image's cut-paste
+        # source a *different* image of the batch.
+        draws = [
+            self.generator.generate_batch(images, rng=self._rng) for _ in range(self._repeats * self.draws_per_repeat)
+        ]
+        pool = (torch.cat([draw[0] for draw in draws]) - self._mean) / self._std
+        pool_labels = self.pretext_labels(torch.cat([draw[1] for draw in draws]))
+        order = torch.from_numpy(self._rng.permutation(len(pool_labels))).to(pool.device)
+        optimizer = self.optimizers()
+        losses = []
+        for step in order.split(self.batch_size):
+            embeddings, logits = self.model(pool[step])
+            labels = pool_labels[step]
+            loss = F.cross_entropy(logits, labels)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+            losses.append(loss.detach())
+            self.on_pretext_step(embeddings, logits, labels)
+            accuracy = (logits.argmax(1) == labels).float().mean()
+            self.log("train_accuracy", accuracy, on_epoch=True, on_step=False, batch_size=len(labels))
+        loss = torch.stack(losses).mean()
+        self.log("train_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(pool_labels))
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Step the learning-rate schedule."""
+        self.lr_schedulers().step()
+
+    def on_validation_epoch_start(self) -> None:
+        """Refit the normal model with the current weights, so validation and test see the same scorer."""
+        if self.trainer.state.fn == "fit":
+            self.fit_normal_model()
+
+    @torch.no_grad()
+    def collect_normal_embeddings(self, dataloader: torch.utils.data.DataLoader) -> list[torch.Tensor]:
+        """Eval-mode embeddings of the clean images of ``dataloader``, ``[N, D]`` per head."""
+        was_training = self.model.training
+        self.model.eval()
+        collected: list[list[torch.Tensor]] = [[] for _ in self.model.heads]
+        for batch in dataloader:
+            images = batch.image.to(self.device)
+            images = self.pre_processor(images) if self.pre_processor else images
+            for store, embedding in zip(collected, self.model.normal_embeddings(images), strict=True):
+                store.append(embedding)
+        self.model.train(was_training)
+        return [torch.cat(store) for store in collected]
+
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Score the batch; anomalib fits normalisation and thresholds on these outputs."""
+        del args, kwargs
+        return batch.update(**self.model(batch.image)._asdict())
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """No gradient clipping and no sanity validation (the scorer is not fitted before training)."""
+        return {"gradient_clip_val": 0, "num_sanity_val_steps": 0}
+
+    @property
+    def learning_type(self) -> LearningType:
+        """The model trains on normal images only."""
+        return LearningType.ONE_CLASS
+
+    @classmethod
+    def configure_post_processor(cls) -> PostProcessor:
+        """The default anomalib post-processor (score normalisation and thresholds)."""
+        return PostProcessor()
+
+    @staticmethod
+    def configure_evaluator() -> Evaluator:
+        """Image AUROC / F1 / F1-max and pixel AUROC / AUPRO / F1-max for validation and test."""
+        metrics = [
+            AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
+            F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
+            F1Max(fields=["pred_score", "gt_label"], prefix="image_"),
+            AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+            AUPRO(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+        ]
+        return Evaluator(test_metrics=metrics)
+
+
+def _cosine(base_lr: float, epoch: int, num_epochs: int) -> float:
+    """Cosine annealing from ``base_lr`` towards 0 over ``num_epochs``."""
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / max(num_epochs, 1)))
+
+
+def _normalize_params(pre_processor: nn.Module | None) -> tuple[list[float], list[float]]:
+    """Mean and std of the pre-processor's ``Normalize`` (identity when it has none)."""
+    transform = getattr(pre_processor, "transform", None)
+    transforms = transform.transforms if isinstance(transform, Compose) else [transform]
+    for item in transforms:
+        if isinstance(item, Normalize):
+            return [float(value) for value in item.mean], [float(value) for value in item.std]
+    return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
