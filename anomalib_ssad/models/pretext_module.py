@@ -62,6 +62,7 @@ class PretextAnomalyModule(AnomalibModule):
             per epoch (the loader's batch is expanded by the repeats, then split).
         batch_size: Pretext samples per optimizer step.
         draws_per_repeat: Pretext samples drawn per image and repeat (e.g. several crops in patch mode).
+        freeze_batchnorm: Keep the backbone's BatchNorm statistics during stage 2 (its weights still train).
         seed: Seed of the synthetic-anomaly random generator.
         pre_processor: Pre-processor (``True``: resize to 256 px and ImageNet normalisation).
         post_processor: Post-processor (``True``: anomalib's default).
@@ -87,6 +88,7 @@ class PretextAnomalyModule(AnomalibModule):
         samples_per_epoch: int,
         batch_size: int,
         draws_per_repeat: int,
+        freeze_batchnorm: bool,
         seed: int,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
@@ -115,6 +117,7 @@ class PretextAnomalyModule(AnomalibModule):
         self.samples_per_epoch = samples_per_epoch
         self.batch_size = batch_size
         self.draws_per_repeat = draws_per_repeat
+        self.freeze_batchnorm = freeze_batchnorm
         # Several optimizer steps per loader batch (see training_step).
         self.automatic_optimization = False
         self.seed = seed
@@ -163,10 +166,15 @@ class PretextAnomalyModule(AnomalibModule):
         return datamodule.train_dataloader()
 
     def on_train_epoch_start(self) -> None:
-        """Stage 1 freezes the backbone (weights and BatchNorm statistics); stage 2 trains everything."""
+        """Stage 1 freezes the backbone (weights and BatchNorm statistics); stage 2 trains its weights too.
+
+        With ``freeze_batchnorm`` the backbone stays in eval mode in stage 2: pretext batches (32 px crops, or
+        images with synthetic defects) would otherwise pull the BatchNorm statistics away from those of the
+        clean whole images the scorer sees, which cost 0.08 pixel AUROC on MVTec bottle (see README).
+        """
         frozen = self.current_epoch < self.warmup_epochs
         self.model.backbone.requires_grad_(not frozen)
-        self.model.backbone.train(not frozen)
+        self.model.backbone.train(not frozen and not self.freeze_batchnorm)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """SGD (or Adam) with one cosine schedule per stage; the backbone's learning rate is 0 during stage 1."""

@@ -44,6 +44,8 @@ class CutPaste(PretextAnomalyModule):
             ``"resnet18"`` (the paper's backbone; torchvision ImageNet weights) — see
             :func:`anomalib_ssad.components.build_backbone`.
         pretrained: Start from ImageNet weights; ``False`` trains from scratch.
+        freeze_batchnorm: Keep the pretrained backbone's BatchNorm statistics while fine-tuning (ignored, i.e.
+            statistics train, when ``pretrained=False``).
         weights_path: Backbone weights file, for machines without internet.
         head_dims: Sizes of the MLP projection head's ``Linear -> BatchNorm -> ReLU`` blocks (last: embedding).
         variant: ``"cutpaste"`` or ``"scar"`` (binary: normal vs that augmentation) or ``"3way"``.
@@ -84,6 +86,7 @@ class CutPaste(PretextAnomalyModule):
         self,
         backbone: str = "efficientnet_lite0",
         pretrained: bool = True,
+        freeze_batchnorm: bool = True,
         weights_path: str | None = None,
         head_dims: Sequence[int] = (512, 512, 128),
         variant: CutPasteVariant = "3way",
@@ -128,6 +131,7 @@ class CutPaste(PretextAnomalyModule):
             samples_per_epoch=samples_per_epoch,
             batch_size=batch_size,
             draws_per_repeat=crops_per_image if localization == "patch" else 1,
+            freeze_batchnorm=freeze_batchnorm and pretrained,
             seed=seed,
             pre_processor=pre_processor,
             post_processor=post_processor,
