@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from anomalib_ssad.components.anomaly_generator import IMAGE_EXTENSIONS, SyntheticAnomalyGenerator
+from anomalib_ssad.components.anomaly_generator import SyntheticAnomalyGenerator, list_image_files
 
 LABEL_NAMES = ("normal", "big", "small")
 # Patches (32 px) are upscaled for display so that the outline and caption stay readable.
@@ -31,14 +31,10 @@ CAPTION_HEIGHT = 18
 
 
 def _image_paths(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        msg = f"Image folder not found: {folder}"
-        raise SystemExit(msg)
-    paths = sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS)
-    if not paths:
-        msg = f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}"
-        raise SystemExit(msg)
-    return paths
+    try:
+        return list_image_files(folder)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
 
 
 def _load(paths: list[Path], image_size: int) -> torch.Tensor:

@@ -150,17 +150,27 @@ def _single_torch_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def list_image_files(folder: str | Path) -> list[Path]:
+    """Image files (``IMAGE_EXTENSIONS``) of a folder, sorted.
+
+    Raises:
+        ValueError: Naming the folder, if it does not exist or holds no image.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        msg = f"Image folder not found: {folder}"
+        raise ValueError(msg)
+    paths = sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS)
+    if not paths:
+        msg = f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}"
+        raise ValueError(msg)
+    return paths
+
+
 def _load_images(foreign_images: str | Path | list[str] | list[Path]) -> list[np.ndarray]:
     """Read foreign images as RGB uint8 arrays; a folder means every image file in it."""
     if isinstance(foreign_images, str | Path):
-        folder = Path(foreign_images)
-        if not folder.is_dir():
-            msg = f"foreign_images folder not found: {folder}"
-            raise ValueError(msg)
-        paths = sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS)
-        if not paths:
-            msg = f"No images ({', '.join(IMAGE_EXTENSIONS)}) in foreign_images folder {folder}"
-            raise ValueError(msg)
+        paths = list_image_files(foreign_images)
     else:
         paths = [Path(path) for path in foreign_images]
     images = []
