@@ -36,5 +36,5 @@ def test_preview_errors_name_the_path(tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(SystemExit, match="bad.png"):
+    with pytest.raises(SystemExit, match=r"bad\.png"):
         main(["--images", str(broken), "--out", str(tmp_path / "x.png")])
