@@ -1,0 +1,27 @@
+"""Slow real-data regression floors (run with ``pytest -m slow``; CI runs them after the default suite).
+
+Quality *targets* and timings live in benchmarks/; these floors only catch a model that stopped learning.
+"""
+
+import pytest
+
+from tests.conftest import SHARED_DATA
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "mvtec_ad" / "bottle").is_dir(), reason="../shared/data not present")
+def test_ssad_defaults_on_mvtec_bottle(tmp_path):
+    from anomalib.data import MVTecAD
+    from anomalib.engine import Engine
+
+    from anomalib_ssad import SSAD
+
+    datamodule = MVTecAD(root=SHARED_DATA / "mvtec_ad", category="bottle", num_workers=0, seed=0)
+    model = SSAD(visualizer=False)
+    engine = Engine(accelerator="cpu", devices=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    engine.fit(model=model, datamodule=datamodule)
+    metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
+    assert metrics["image_AUROC"] >= 0.98
+    assert metrics["pixel_AUROC"] >= 0.95
+    assert metrics["pixel_AUPRO"] >= 0.80
