@@ -14,7 +14,7 @@ Example:
     >>> bank.truncate()
     >>> bank.memory_bank.shape
     torch.Size([4, 8])
-    >>> scores = bank.score(torch.rand(3, 8), k=3)
+    >>> scores, neighbours = bank.nearest(torch.rand(3, 8), k=3)
     >>> bool(((scores >= 0) & (scores <= 1)).all())
     True
 """
@@ -146,6 +146,11 @@ class MemoryBank(DynamicBufferMixin, nn.Module):
         if len(self) > self.capacity:
             self.memory_bank = self.memory_bank[-self.capacity :].clone()
 
-    def score(self, embeddings: torch.Tensor, k: int = 3, chunk_size: int = 4096) -> torch.Tensor:
-        """Mean cosine distance of each embedding ``[N, D]`` to its ``k`` nearest entries, in ``[0, 1]``."""
-        return knn_cosine_distance(embeddings, self.memory_bank, k=k, chunk_size=chunk_size)[0]
+    def nearest(
+        self,
+        embeddings: torch.Tensor,
+        k: int = 3,
+        chunk_size: int = 4096,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`knn_cosine_distance` of ``embeddings [N, D]`` against the bank: ``(score [N], neighbours [N, k])``."""
+        return knn_cosine_distance(embeddings, self.memory_bank, k=k, chunk_size=chunk_size)

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from anomalib_ssad.components import MemoryBank, knn_cosine_distance, knn_cosine_distance_gradient
+from anomalib_ssad.components import MemoryBank, knn_cosine_distance_gradient
 from anomalib_ssad.components.pretext_network import Fusion, Localization, PatchEmbedding, PretextNetwork
 
 __all__ = ["Fusion", "Localization", "PatchEmbedding", "SSADModel"]
@@ -95,7 +95,7 @@ class SSADModel(PretextNetwork):
     def _knn(self, embeddings: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], list]:
         """Combined k-NN score of flattened embeddings, with each head's scores and neighbours."""
         results = [
-            knn_cosine_distance(embedding, bank.memory_bank, k=self.num_neighbors, chunk_size=self.knn_chunk_size)
+            bank.nearest(embedding, k=self.num_neighbors, chunk_size=self.knn_chunk_size)
             for embedding, bank in zip(embeddings, self.memory_banks, strict=True)
         ]
         head_scores = [score for score, _ in results]
