@@ -65,9 +65,11 @@ def test_grad_cam_is_batched_and_equals_autograd():
     assert (batched.flatten(1).amax(dim=1) > 0).all()
 
 
-def test_patch_map_lights_up_a_synthetic_defect(bottle_images):
+@pytest.mark.parametrize("localization", ["dense", "patch"])
+def test_patch_map_lights_up_a_synthetic_defect(bottle_images, localization):
     """A defect painted at a known spot of a normal bottle image is where the patch-level map peaks."""
-    model = SSADModel(backbone="efficientnet_lite0", pretrained=True, localization="patch", patch_stride=8)
+    torch.manual_seed(0)
+    model = SSADModel(backbone="efficientnet_lite0", pretrained=True, localization=localization, patch_stride=8)
     normal = (bottle_images[:20] - MEAN) / STD
     fitted(model, normal)
     test = bottle_images[20:22].clone()
@@ -90,8 +92,11 @@ def test_dense_and_crop_patch_embeddings_share_the_grid():
     assert crops[0].shape == dense[0].shape == (2, 5, 7, 128)
 
 
-def test_eval_forward_is_exportable():
-    model = fitted(SSADModel(backbone="resnet18", pretrained=False, localization="patch"), torch.rand(2, 3, 64, 64))
+@pytest.mark.parametrize("localization", ["dense", "patch"])
+def test_eval_forward_is_exportable(localization):
+    model = fitted(
+        SSADModel(backbone="resnet18", pretrained=False, localization=localization), torch.rand(2, 3, 64, 64)
+    )
     images = torch.rand(1, 3, 64, 64)
     exported = torch.export.export(model, (images,))
     with torch.no_grad():
@@ -104,4 +109,6 @@ def test_invalid_options():
     with pytest.raises(ValueError, match="fusion"):
         SSADModel(backbone="resnet18", pretrained=False, fusion="sum")
     with pytest.raises(ValueError, match="smaller than patch_size"):
-        fitted(SSADModel(backbone="resnet18", pretrained=False), torch.rand(1, 3, 16, 16))
+        fitted(SSADModel(backbone="resnet18", pretrained=False, localization="patch"), torch.rand(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="dense_features"):
+        SSADModel(backbone="resnet18", pretrained=False, dense_features="pixels")

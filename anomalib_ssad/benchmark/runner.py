@@ -18,8 +18,8 @@ whose torch model has an ``embed`` method (SSAD), image embeddings of the whole 
 Config::
 
     output: benchmarks/results/bottle       # folder for results.csv, results.md, figures, jobs/<job>/
-    seeds: [0]
-    image_size: 256
+    seeds: [0, 1, 2]                        # each job seeds Lightning and the model's own `seed`
+    image_size: 256                         # or [height, width], e.g. [256, 640]
     accelerator: cpu
     datasets:
       - name: mvtec_bottle
@@ -32,6 +32,7 @@ Config::
       - name: ganomaly
         class_path: anomalib.models.Ganomaly
         trainer: {max_epochs: 1}                             # Engine / Lightning Trainer arguments
+        seeds: [0]                                           # a model's own seeds replace the config's
 
 Example:
     ``python -m anomalib_ssad.benchmark benchmarks/configs/compare_bottle.yaml``
@@ -89,7 +90,7 @@ class Job:
     model: dict[str, Any]
     dataset: dict[str, Any]
     seed: int
-    image_size: int = 256
+    image_size: int | list[int] = 256
     accelerator: str = "cpu"
     output: str = "results"
     grid_values: dict[str, Any] = field(default_factory=dict)
@@ -101,6 +102,14 @@ class Job:
             return self.model["name"]
         values = ",".join(f"{key}={value}" for key, value in self.grid_values.items())
         return f"{self.model['name']}[{values}]"
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """``(height, width)`` of the model input."""
+        if isinstance(self.image_size, int):
+            return self.image_size, self.image_size
+        height, width = self.image_size
+        return int(height), int(width)
 
     @property
     def job_id(self) -> str:
@@ -156,19 +165,33 @@ def expand_jobs(config: dict[str, Any]) -> list[Job]:
             grid_values = dict(zip((key for key, _ in grid), values, strict=True))
             variant = {**model, "init_args": {**init_args, **grid_values}}
             for dataset in config["datasets"]:
-                for seed in config.get("seeds", [0]):
+                for seed in model.get("seeds", config.get("seeds", [0])):
                     jobs.append(
                         Job(
                             model=variant,
                             dataset=dataset,
                             seed=int(seed),
-                            image_size=int(config.get("image_size", 256)),
+                            image_size=_image_size(dataset.get("image_size", config.get("image_size", 256))),
                             accelerator=str(config.get("accelerator", "cpu")),
                             output=str(config["output"]),
                             grid_values=grid_values,
                         ),
                     )
     return jobs
+
+
+def _image_size(value: Any) -> int | list[int]:
+    """An image size from a config: one int (square) or ``[height, width]``.
+
+    Raises:
+        ValueError: For anything else.
+    """
+    if isinstance(value, int) and value > 0:
+        return value
+    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value):
+        return [int(value[0]), int(value[1])]
+    msg = f"image_size must be a positive int or [height, width], got {value!r}"
+    raise ValueError(msg)
 
 
 def shared_evaluator() -> Any:
@@ -207,9 +230,13 @@ def run_job(job: Job) -> dict[str, Any]:
     seed_everything(job.seed, workers=True)
     job_dir = Path(job.output) / "jobs" / job.job_id
     model_cls = _load_class(job.model["class_path"])
+    init_args = dict(job.model.get("init_args") or {})
+    if "seed" in inspect.signature(model_cls).parameters:
+        # The model's own random draws (synthetic anomalies, bank subset) vary with the job's seed too.
+        init_args.setdefault("seed", job.seed)
     model = model_cls(
-        **(job.model.get("init_args") or {}),
-        pre_processor=model_cls.configure_pre_processor(image_size=(job.image_size, job.image_size)),
+        **init_args,
+        pre_processor=model_cls.configure_pre_processor(image_size=job.image_hw),
         evaluator=shared_evaluator(),
         visualizer=False,
     )

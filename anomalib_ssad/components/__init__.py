@@ -9,8 +9,9 @@
 - the memory bank and its k-NN cosine scorer: :class:`MemoryBank`, :func:`knn_cosine_distance`;
 - the Gaussian density and its Mahalanobis scorer: :class:`GaussianDensity`, :func:`ledoit_wolf`;
 - the network both models share (backbone, fusion, heads, classifier, localization): :class:`PretextNetwork`;
-- localization: :func:`grad_cam` (image level), :func:`dense_patch_features` / :func:`crop_patches` and
-  :func:`assemble_anomaly_map` (patch level).
+- localization: :func:`local_cell_features` and :func:`cell_labels` (dense, the default),
+  :func:`grad_cam` (image level), :func:`dense_patch_features` / :func:`crop_patches` (windows) and
+  :func:`assemble_anomaly_map`.
 """
 
 from .anomaly_generator import SyntheticAnomalyGenerator, SyntheticSample
@@ -19,7 +20,15 @@ from .gaussian_density import GaussianDensity, ledoit_wolf
 from .grad_cam import grad_cam
 from .memory_bank import MemoryBank, knn_cosine_distance, knn_cosine_distance_gradient
 from .object_mask import ObjectMasker, compute_object_mask
-from .patch_grid import assemble_anomaly_map, crop_patches, dense_patch_features, gaussian_blur, patch_grid_size
+from .patch_grid import (
+    assemble_anomaly_map,
+    cell_labels,
+    crop_patches,
+    dense_patch_features,
+    gaussian_blur,
+    local_cell_features,
+    patch_grid_size,
+)
 from .perlin import perlin_mask, perlin_noise
 from .pretext_network import PretextNetwork
 from .projection_head import ProjectionHead
@@ -38,6 +47,7 @@ __all__ = [
     "SyntheticSample",
     "assemble_anomaly_map",
     "build_backbone",
+    "cell_labels",
     "compute_object_mask",
     "crop_patches",
     "dense_patch_features",
@@ -46,6 +56,7 @@ __all__ = [
     "knn_cosine_distance",
     "knn_cosine_distance_gradient",
     "ledoit_wolf",
+    "local_cell_features",
     "patch_grid_size",
     "perlin_mask",
     "perlin_noise",

@@ -35,6 +35,9 @@ BACKBONES: tuple[str, ...] = ("resnet18", "efficientnet_lite0")
 # Long enough for a slow connection to start, short enough that an offline run fails within a minute.
 DOWNLOAD_TIMEOUT_SECONDS = 20.0
 
+# Images per backbone pass on a CPU (see FeatureExtractor.forward).
+CPU_MICRO_BATCH = 8
+
 _RESNET18_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
 _RESNET18_STAGES = ("layer2", "layer3", "layer4")
 # timm's EfficientNet block groups 2, 3 and 4 end at strides 8, 16 and 32.
@@ -71,7 +74,7 @@ class FeatureExtractor(nn.Module):
 
     def __init__(self, body: nn.Module, name: str, out_channels: list[int], strides: list[int]) -> None:
         super().__init__()
-        self.body = body
+        self.body = body.to(memory_format=torch.channels_last)
         self.name = name
         self.out_channels = out_channels
         self.strides = strides
@@ -88,6 +91,15 @@ class FeatureExtractor(nn.Module):
         """
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
+        # channels_last runs the depthwise convolutions of EfficientNet much faster on CPUs, and on a CPU
+        # micro-batches whose activations stay in cache beat one large batch (several-fold at 256 px).
+        x = x.contiguous(memory_format=torch.channels_last)
+        if x.device.type != "cpu" or x.shape[0] <= CPU_MICRO_BATCH or torch.compiler.is_exporting():
+            return self._stages(x)
+        chunks = [self._stages(chunk) for chunk in x.split(CPU_MICRO_BATCH)]
+        return [torch.cat(stage) for stage in zip(*chunks, strict=True)]
+
+    def _stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = self.body(x)
         if isinstance(features, dict):
             return list(features.values())

@@ -3,8 +3,9 @@
 
 """Memory bank of normal embeddings and its k-nearest-neighbour cosine scorer.
 
-The bank is a FIFO buffer stored in the checkpoint; the scorer searches it in chunks so that memory stays
-bounded whatever the number of queries or the size of the bank.
+The bank is a buffer stored in the checkpoint: filled at once from the normal embeddings (keeping a greedy
+coreset or a random subset of ``capacity`` rows), or used as a FIFO (the paper's train-mode bank). The scorer
+searches it in chunks so that memory stays bounded whatever the number of queries or the size of the bank.
 
 Example:
     >>> import torch
@@ -19,12 +20,16 @@ Example:
     True
 """
 
+from typing import Literal
+
 import torch
 from anomalib.models.components import DynamicBufferMixin
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 _EPS = 1e-8
+
+Sampler = Literal["random", "coreset"]
 
 
 def knn_cosine_distance(
@@ -101,6 +106,51 @@ def knn_cosine_distance_gradient(queries: torch.Tensor, bank: torch.Tensor, neig
     return -((neighbour_unit - cosine * query_unit.unsqueeze(1)).mean(dim=1)) / norm
 
 
+def greedy_coreset(
+    embeddings: torch.Tensor,
+    size: int,
+    generator: torch.Generator | None = None,
+    max_candidates: int = 65536,
+    projection_dim: int = 128,
+) -> torch.Tensor:
+    """Indices of a k-center-greedy coreset of ``size`` rows of ``embeddings [N, D]`` (cosine geometry).
+
+    Each step adds the candidate farthest from everything chosen so far, so rare normal patterns are kept
+    that a random subset would drop. To bound the cost (``size`` passes over the candidates), the candidates
+    are a random subset of at most ``max_candidates`` rows, and unit-normalised rows are randomly projected to
+    ``projection_dim`` dimensions (distances are preserved approximately, as in PatchCore's sampler).
+
+    Args:
+        embeddings: Candidate embeddings ``[N, D]``.
+        size: Number of rows to select.
+        generator: Random generator (candidate subset, projection, first centre).
+        max_candidates: Largest number of rows searched.
+        projection_dim: Dimension of the random projection (none if ``D`` is not larger).
+
+    Returns:
+        ``[min(size, N)]`` indices into ``embeddings``.
+    """
+    num_rows = embeddings.shape[0]
+    if size >= num_rows:
+        return torch.arange(num_rows, device=embeddings.device)
+    candidates = torch.randperm(num_rows, generator=generator)[:max_candidates].to(embeddings.device)
+    points = F.normalize(embeddings[candidates].float(), dim=-1, eps=_EPS)
+    if points.shape[1] > projection_dim:
+        projection = torch.randn(points.shape[1], projection_dim, generator=generator).to(points.device)
+        points = points @ (projection / projection_dim**0.5)
+    squared_norms = (points * points).sum(dim=1)
+    selected = torch.empty(size, dtype=torch.long, device=points.device)
+    min_distances = torch.full_like(squared_norms, float("inf"))
+    index = torch.randint(points.shape[0], (1,), generator=generator).to(points.device)[0]
+    for step in range(size):
+        selected[step] = index
+        centre = points[index]
+        distances = squared_norms - 2.0 * (points @ centre) + squared_norms[index]
+        min_distances = torch.minimum(min_distances, distances)
+        index = min_distances.argmax()
+    return candidates[selected]
+
+
 class MemoryBank(DynamicBufferMixin, nn.Module):
     """FIFO memory bank of normal embeddings, saved in the checkpoint.
 
@@ -133,11 +183,31 @@ class MemoryBank(DynamicBufferMixin, nn.Module):
         else:
             self.memory_bank = torch.cat([self.memory_bank, embeddings])
 
-    def fill(self, embeddings: torch.Tensor, generator: torch.Generator | None = None) -> None:
-        """Replace the bank with ``embeddings [N, D]``, keeping a random subset of ``capacity`` rows if larger."""
+    def fill(
+        self,
+        embeddings: torch.Tensor,
+        generator: torch.Generator | None = None,
+        sampler: Sampler = "random",
+    ) -> None:
+        """Replace the bank with ``embeddings [N, D]``, keeping ``capacity`` rows if there are more.
+
+        Args:
+            embeddings: Normal embeddings.
+            generator: Random generator of the subset.
+            sampler: ``"random"`` (a uniform subset) or ``"coreset"`` (:func:`greedy_coreset`).
+
+        Raises:
+            ValueError: For an unknown sampler.
+        """
+        if sampler not in {"random", "coreset"}:
+            msg = f"sampler must be 'random' or 'coreset', got {sampler!r}."
+            raise ValueError(msg)
         embeddings = embeddings.detach().to(self.memory_bank.device, torch.float32)
         if embeddings.shape[0] > self.capacity:
-            keep = torch.randperm(embeddings.shape[0], generator=generator)[: self.capacity]
+            if sampler == "coreset":
+                keep = greedy_coreset(embeddings, self.capacity, generator=generator)
+            else:
+                keep = torch.randperm(embeddings.shape[0], generator=generator)[: self.capacity]
             embeddings = embeddings[keep.to(embeddings.device)]
         self.memory_bank = embeddings.clone()
 

@@ -1,9 +1,14 @@
 # Copyright (C) 2026 anomalib-ssad developers
 # SPDX-License-Identifier: Apache-2.0
 
-"""Patch-level localization: patch features on a sliding-window grid, and grid scores back to an anomaly map.
+"""Patch-level localization: features on a grid of image cells or windows, and grid scores back to an anomaly map.
 
-Two ways to get one feature vector per ``patch_size`` window at ``stride``:
+Locally aware cell features (the default, ``localization="dense"``): :func:`local_cell_features` averages every
+chosen backbone stage over a 3x3 neighbourhood of cells and resamples it onto the finest stage's grid (one cell
+per ``stride`` pixels), as PatchCore does; :func:`cell_labels` labels every cell of an image with a synthetic
+defect from the defect's exact mask, so the pretext task trains on exactly the cells that are scored.
+
+Two ways to get one feature vector per ``patch_size`` window at ``stride`` (the paper's crop-based task):
 
 - :func:`crop_patches` cuts the windows out (``unfold``) so each is embedded on its own, exactly as the
   patch-level pretext task sees them (841 backbone passes per 256 px image at stride 8);
@@ -78,6 +83,61 @@ def dense_patch_features(
         window_means = F.interpolate(window_means, size=grid, mode="bilinear", align_corners=True)
         pooled.append(window_means.permute(0, 2, 3, 1))
     return pooled
+
+
+def local_cell_features(
+    stage_maps: Sequence[torch.Tensor],
+    stages: Sequence[int] = (0, 1),
+    neighbourhood: int = 3,
+) -> torch.Tensor:
+    """Locally aware features of every cell of the finest chosen stage, ``[B, sum(C_i), Gh, Gw]``.
+
+    Each stage is averaged over a ``neighbourhood`` x ``neighbourhood`` window of its own cells (windows that
+    overlap the border average only the cells inside the image, so border cells are not diluted by zero padding)
+    and bilinearly resampled onto the grid of ``stage_maps[stages[0]]``.
+
+    Args:
+        stage_maps: Backbone feature maps ``[B, C_i, H_i, W_i]``, finest first.
+        stages: Indices of the stages to use; the first sets the grid.
+        neighbourhood: Side of the averaging window, in cells (odd).
+    """
+    grid = stage_maps[stages[0]].shape[-2:]
+    features = []
+    for index in stages:
+        feature_map = F.avg_pool2d(
+            stage_maps[index], neighbourhood, stride=1, padding=neighbourhood // 2, count_include_pad=False
+        )
+        if feature_map.shape[-2:] != grid:
+            feature_map = F.interpolate(feature_map, size=grid, mode="bilinear", align_corners=False)
+        features.append(feature_map)
+    return torch.cat(features, dim=1)
+
+
+def cell_labels(
+    defect_masks: torch.Tensor,
+    labels: torch.Tensor,
+    grid_size: tuple[int, int],
+    min_fraction: float = 0.25,
+) -> torch.Tensor:
+    """Pretext label of every grid cell from the exact synthetic-defect masks, ``[B, Gh, Gw]`` (long).
+
+    A cell is labelled with its image's defect class when at least ``min_fraction`` of its pixels are defective,
+    normal (0) when no pixel of it or of its 8 neighbours is (the cell's locally aware feature sees them), and
+    ``-1`` (ignored by the loss) in between: cells that merely touch a defect are neither clearly normal nor
+    clearly defective.
+
+    Args:
+        defect_masks: Defect masks ``[B, 1, H, W]`` in ``{0, 1}``.
+        labels: Image labels ``[B]`` (0 normal, 1 big defect, 2 small defect).
+        grid_size: ``(Gh, Gw)`` of the feature grid; cell ``(i, j)`` covers pixels
+            ``[i H / Gh, (i + 1) H / Gh) x [j W / Gw, (j + 1) W / Gw)``.
+        min_fraction: Defective fraction from which a cell takes the defect's label.
+    """
+    fraction = F.adaptive_avg_pool2d(defect_masks.float(), grid_size)[:, 0]
+    touched = F.max_pool2d(fraction[:, None], kernel_size=3, stride=1, padding=1)[:, 0] > 0
+    defect_label = labels.long().view(-1, 1, 1).expand_as(fraction)
+    ignored = torch.full_like(defect_label, -1)
+    return torch.where(fraction >= min_fraction, defect_label, torch.where(touched, ignored, 0))
 
 
 def assemble_anomaly_map(

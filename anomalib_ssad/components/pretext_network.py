@@ -1,12 +1,23 @@
 # Copyright (C) 2026 anomalib-ssad developers
 # SPDX-License-Identifier: Apache-2.0
 
-"""Network shared by SSAD and CutPaste: backbone, pooled-stage fusion, projection head(s), pretext classifier.
+"""Network shared by SSAD and CutPaste: backbone, feature fusion, projection head(s), pretext classifier.
 
-Training mode returns the embeddings and the pretext logits. Eval mode returns an ``InferenceBatch``: the
-subclass scores embeddings (:meth:`PretextNetwork.score`, e.g. k-NN cosine distance or Mahalanobis distance),
-and the anomaly map comes from closed-form Grad-CAM of that score (``localization="image"``) or from scoring
-every ``patch_size`` window (``localization="patch"``).
+Three localization modes, each with the pretext task that matches what it scores:
+
+- ``"dense"``: one backbone pass per image; every cell of the stride-8 grid gets a locally aware feature
+  (:func:`~anomalib_ssad.components.patch_grid.local_cell_features` of the first two stages) and a head
+  embedding. Training classifies every cell of images with synthetic defects (the labels come from the defects'
+  masks); scoring embeds every cell of the test image the same way, as the unit-normalised backbone feature next
+  to the unit-normalised head embedding (``dense_features``), so the scorer keeps what the backbone knows about
+  normal variation and adds what the pretext task taught.
+- ``"patch"``: the paper's patch level: training on ``patch_size`` crops, scoring every window of a sliding
+  grid (windows pooled from one pass, or each window cropped and embedded alone).
+- ``"image"``: whole-image embeddings; the anomaly map is Grad-CAM of the image score.
+
+The subclass scores embeddings (:meth:`PretextNetwork.score`, e.g. k-NN cosine distance or Mahalanobis
+distance). Training mode returns the embeddings and the pretext logits (per cell in ``"dense"`` mode); eval mode
+returns an ``InferenceBatch``.
 
 Example:
     >>> import torch
@@ -22,21 +33,35 @@ Example:
     torch.Size([2, 1, 64, 64])
 """
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from anomalib.data import InferenceBatch
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 
 from .backbone import build_backbone
 from .grad_cam import grad_cam
-from .patch_grid import assemble_anomaly_map, crop_patches, dense_patch_features, gaussian_blur, patch_grid_size
+from .patch_grid import (
+    assemble_anomaly_map,
+    crop_patches,
+    dense_patch_features,
+    gaussian_blur,
+    local_cell_features,
+    patch_grid_size,
+)
 from .projection_head import ProjectionHead
 
 Fusion = Literal["concat", "multiply"]
-Localization = Literal["image", "patch"]
+Localization = Literal["dense", "image", "patch"]
 PatchEmbedding = Literal["dense", "crops"]
+DenseFeatures = Literal["backbone+head", "head", "backbone"]
+
+# Stages of the locally aware cell features in "dense" mode: strides 8 and 16 (ResNet's layer2 and layer3,
+# PatchCore's choice); the coarsest stage adds little but blur at the image sizes used here.
+DENSE_STAGES = (0, 1)
 
 
 class PretextNetwork(nn.Module):
@@ -49,7 +74,10 @@ class PretextNetwork(nn.Module):
         fusion: ``"concat"``: one head on the concatenated pooled stages; ``"multiply"``: one head per stage.
         head_dims: Output sizes of the head's ``Linear -> BatchNorm -> ReLU`` blocks; the last is the embedding.
         num_classes: Pretext classes.
-        localization: ``"image"`` (Grad-CAM on the last stage) or ``"patch"`` (window scores).
+        localization: ``"dense"`` (cell scores), ``"image"`` (Grad-CAM on the last stage) or ``"patch"``
+            (window scores).
+        dense_features: ``"dense"`` mode: what each cell's scored embedding holds: the locally aware backbone
+            feature and the head embedding, each unit-normalised (``"backbone+head"``), or one of them.
         patch_size: Window size in pixels for patch-level localization.
         patch_stride: Window stride in pixels.
         patch_embedding: ``"dense"`` (one backbone pass, pooled per window) or ``"crops"`` (each window
@@ -69,7 +97,8 @@ class PretextNetwork(nn.Module):
         fusion: Fusion = "concat",
         head_dims: Sequence[int] = (512, 512, 128),
         num_classes: int = 3,
-        localization: Localization = "patch",
+        localization: Localization = "dense",
+        dense_features: DenseFeatures = "backbone+head",
         patch_size: int = 32,
         patch_stride: int = 8,
         patch_embedding: PatchEmbedding = "dense",
@@ -80,8 +109,11 @@ class PretextNetwork(nn.Module):
         if fusion not in {"concat", "multiply"}:
             msg = f"fusion must be 'concat' or 'multiply', got {fusion!r}."
             raise ValueError(msg)
-        if localization not in {"image", "patch"}:
-            msg = f"localization must be 'image' or 'patch', got {localization!r}."
+        if localization not in {"dense", "image", "patch"}:
+            msg = f"localization must be 'dense', 'image' or 'patch', got {localization!r}."
+            raise ValueError(msg)
+        if dense_features not in {"backbone+head", "head", "backbone"}:
+            msg = f"dense_features must be 'backbone+head', 'head' or 'backbone', got {dense_features!r}."
             raise ValueError(msg)
         if patch_embedding not in {"dense", "crops"}:
             msg = f"patch_embedding must be 'dense' or 'crops', got {patch_embedding!r}."
@@ -89,10 +121,15 @@ class PretextNetwork(nn.Module):
         self.backbone = build_backbone(backbone, pretrained=pretrained, weights_path=weights_path)
         self.fusion = fusion
         channels = list(self.backbone.out_channels)
+        if localization == "dense":
+            # One head on the locally aware features of every cell.
+            fusion = "concat"
+            channels = [channels[index] for index in DENSE_STAGES]
         head_inputs = [sum(channels)] if fusion == "concat" else channels
         self.heads = nn.ModuleList(ProjectionHead(size, head_dims) for size in head_inputs)
         self.classifier = nn.Linear(sum(head.out_features for head in self.heads), num_classes)
         self.localization = localization
+        self.dense_features = dense_features
         self.patch_size = patch_size
         self.patch_stride = patch_stride
         self.patch_embedding = patch_embedding
@@ -124,6 +161,34 @@ class PretextNetwork(nn.Module):
         pooled = [feature_map.mean(dim=(2, 3)) for feature_map in stage_maps]
         return self._embed_groups(self._group_stages(pooled)), stage_maps
 
+    @property
+    def cell_stride(self) -> int:
+        """Pixels per cell of the ``"dense"`` grid (the stride of the finest stage used)."""
+        return self.backbone.strides[DENSE_STAGES[0]]
+
+    def cell_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Locally aware backbone features of every cell, ``[B, Gh, Gw, C]``."""
+        return local_cell_features(self.backbone(images), DENSE_STAGES).permute(0, 2, 3, 1)
+
+    def cell_embeddings(self, features: torch.Tensor) -> torch.Tensor:
+        """Head embeddings ``[..., D]`` of cell features ``[..., C]`` (any leading shape)."""
+        return self._embed_groups([features])[0]
+
+    def dense_embeddings(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Scored embedding of every cell, ``[B, Gh, Gw, D]`` (one tensor: ``"dense"`` mode has one head).
+
+        ``"backbone+head"`` concatenates the unit-normalised backbone feature and head embedding and divides by
+        sqrt(2), so the cosine distance of two cells is the mean of the two parts' cosine distances.
+        """
+        features = self.cell_features(images)
+        embedding = self.cell_embeddings(features)
+        if self.dense_features == "head":
+            return [embedding]
+        if self.dense_features == "backbone":
+            return [features]
+        joint = torch.cat([F.normalize(features, dim=-1), F.normalize(embedding, dim=-1)], dim=-1)
+        return [joint / math.sqrt(2.0)]
+
     def patch_embeddings(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Embeddings of every ``patch_size`` window, one ``[B, Gh, Gw, D]`` tensor per head."""
         image_size = (images.shape[-2], images.shape[-1])
@@ -142,18 +207,34 @@ class PretextNetwork(nn.Module):
 
     def normal_embeddings(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Embeddings of clean images to fit the normal model, ``[N, D]`` per head, matching the scored unit."""
+        if self.localization == "dense":
+            return [embedding.flatten(0, -2) for embedding in self.dense_embeddings(images)]
         if self.localization == "patch":
             return [embedding.flatten(0, -2) for embedding in self.patch_embeddings(images)]
         return self.embed(images)[0]
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor] | InferenceBatch:
-        """Training: ``(embeddings per head, pretext logits)``; eval: ``InferenceBatch`` with score and map."""
+        """Training: ``(embeddings per head, pretext logits)``; eval: ``InferenceBatch`` with score and map.
+
+        In ``"dense"`` mode the training outputs are per cell: embeddings ``[B, Gh, Gw, D]`` and logits
+        ``[B, Gh, Gw, num_classes]``.
+        """
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
         if self.training:
+            if self.localization == "dense":
+                embedding = self.cell_embeddings(self.cell_features(images))
+                return [embedding], self.classifier(embedding)
             embeddings, _ = self.embed(images)
             return embeddings, self.classifier(torch.cat(embeddings, dim=-1))
         image_size = (images.shape[-2], images.shape[-1])
+        if self.localization == "dense":
+            embedding = self.dense_embeddings(images)[0]
+            grid_scores = self.score([embedding.flatten(0, -2)]).reshape(embedding.shape[:3])
+            # Scores sit at the cell centres; a window of one cell width makes assemble_anomaly_map put them there.
+            anomaly_map = assemble_anomaly_map(grid_scores, image_size, self.cell_stride, self.blur)
+            # The smoothed map's peak: one noisy cell does not decide the image score.
+            return InferenceBatch(pred_score=anomaly_map.flatten(1).amax(dim=1), anomaly_map=anomaly_map)
         if self.localization == "patch":
             patch_embeddings = self.patch_embeddings(images)
             grid = patch_embeddings[0].shape[1:3]

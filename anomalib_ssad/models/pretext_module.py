@@ -36,10 +36,13 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from torchvision.transforms.v2 import Compose, Normalize
 
-from anomalib_ssad.components import SyntheticAnomalyGenerator
+from anomalib_ssad.components import SyntheticAnomalyGenerator, cell_labels
 from anomalib_ssad.components.pretext_network import PretextNetwork
 
 logger = logging.getLogger(__name__)
+
+# Dense pretext task: normal cells drawn per image and step (every defective cell is used).
+NORMAL_CELLS_PER_IMAGE = 64
 
 Optimizer = Literal["sgd", "adam"]
 
@@ -122,6 +125,7 @@ class PretextAnomalyModule(AnomalibModule):
         self.automatic_optimization = False
         self.seed = seed
         self._rng = np.random.default_rng(seed)
+        self._torch_rng = torch.Generator().manual_seed(seed)
         self._repeats = 1
         mean, std = _normalize_params(self.pre_processor)
         self.register_buffer("_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
@@ -155,6 +159,7 @@ class PretextAnomalyModule(AnomalibModule):
             )
             self.trainer.fit_loop.max_epochs = self.max_epochs
         self._rng = np.random.default_rng(self.seed)
+        self._torch_rng = torch.Generator().manual_seed(self.seed)
         num_images = len(self._train_dataloader().dataset)
         self._repeats = max(1, math.ceil(self.samples_per_epoch / max(num_images, 1)))
 
@@ -215,13 +220,18 @@ class PretextAnomalyModule(AnomalibModule):
         ]
         pool = (torch.cat([draw[0] for draw in draws]) - self._mean) / self._std
         pool_labels = self.pretext_labels(torch.cat([draw[1] for draw in draws]))
+        pool_masks = torch.cat([draw[2] for draw in draws])
         order = torch.from_numpy(self._rng.permutation(len(pool_labels))).to(pool.device)
         optimizer = self.optimizers()
         losses = []
         for step in order.split(self.batch_size):
-            embeddings, logits = self.model(pool[step])
-            labels = pool_labels[step]
-            loss = F.cross_entropy(logits, labels)
+            if self.model.localization == "dense":
+                embeddings, logits, labels = self._dense_pretext_step(pool[step], pool_masks[step], pool_labels[step])
+                loss = balanced_cross_entropy(logits, labels, self.model.classifier.out_features)
+            else:
+                embeddings, logits = self.model(pool[step])
+                labels = pool_labels[step]
+                loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
@@ -232,6 +242,28 @@ class PretextAnomalyModule(AnomalibModule):
         loss = torch.stack(losses).mean()
         self.log("train_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(pool_labels))
         return loss
+
+    def _dense_pretext_step(
+        self, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Embeddings, logits and labels of the cells one dense pretext step trains on.
+
+        Every cell is a sample, labelled from the exact defect mask (:func:`cell_labels`); all defective cells
+        are kept and ``normal_cells_per_image`` normal cells per image are drawn at random, so the head runs on
+        a few thousand cells per step instead of every cell of every image.
+        """
+        features = self.model.cell_features(images)
+        targets = cell_labels(masks, labels, features.shape[1:3])
+        normal = targets == 0
+        draw = torch.rand(normal.shape, generator=self._torch_rng, device="cpu").to(normal.device)
+        # Rank each image's normal cells by a random key; keep the lowest ``normal_cells_per_image``.
+        keys = torch.where(normal, draw, torch.full_like(draw, 2.0)).flatten(1)
+        kept_normal = torch.zeros_like(normal.flatten(1))
+        quota = min(NORMAL_CELLS_PER_IMAGE, keys.shape[1])
+        kept_normal.scatter_(1, keys.topk(quota, dim=1, largest=False).indices, value=True)
+        keep = (targets > 0) | (kept_normal.view_as(normal) & normal)
+        embedding = self.model.cell_embeddings(features[keep])
+        return [embedding], self.model.classifier(embedding), targets[keep]
 
     def on_train_epoch_end(self) -> None:
         """Step the learning-rate schedule."""
@@ -263,8 +295,8 @@ class PretextAnomalyModule(AnomalibModule):
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
-        """No gradient clipping and no sanity validation (the scorer is not fitted before training)."""
-        return {"gradient_clip_val": 0, "num_sanity_val_steps": 0}
+        """No gradient clipping; validation only after the last epoch (the scorer is refitted for every validation)."""
+        return {"gradient_clip_val": 0, "num_sanity_val_steps": 0, "check_val_every_n_epoch": self.max_epochs}
 
     @property
     def learning_type(self) -> LearningType:
@@ -287,6 +319,19 @@ class PretextAnomalyModule(AnomalibModule):
             AUPRO(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
         ]
         return Evaluator(test_metrics=metrics)
+
+
+def balanced_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Cross-entropy in which every class present weighs the same, however many samples it has.
+
+    Defective cells are a few percent of an image's cells (and scars far fewer than big defects): unweighted,
+    the classifier would learn to call every cell normal.
+    """
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    weights = torch.where(counts > 0, 1.0 / counts.clamp_min(1.0), torch.zeros_like(counts))
+    losses = F.cross_entropy(logits, labels, reduction="none")
+    sample_weights = weights[labels]
+    return (losses * sample_weights).sum() / sample_weights.sum().clamp_min(1e-12)
 
 
 def _cosine(base_lr: float, epoch: int, num_epochs: int) -> float:

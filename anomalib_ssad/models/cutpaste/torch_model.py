@@ -57,10 +57,10 @@ class CutPasteModel(PretextNetwork):
         weights_path: str | None = None,
         head_dims: Sequence[int] = (512, 512, 128),
         num_classes: int = 3,
-        localization: Localization = "image",
+        localization: Localization = "patch",
         patch_size: int = 64,
         patch_stride: int = 16,
-        patch_embedding: PatchEmbedding = "dense",
+        patch_embedding: PatchEmbedding = "crops",
         patch_batch_size: int = 256,
         sigma: float = 4.0,
     ) -> None:

@@ -5,8 +5,8 @@
 
 In training mode the model returns embeddings and pretext logits; in eval mode it returns an
 ``InferenceBatch`` with the image score (mean cosine distance to the ``k`` nearest bank entries) and an anomaly
-map at input resolution, from Grad-CAM (``localization="image"``) or from scoring every ``patch_size`` window
-(``localization="patch"``).
+map at input resolution, from scoring every cell of the feature grid (``localization="dense"``), from Grad-CAM
+(``localization="image"``) or from scoring every ``patch_size`` window (``localization="patch"``).
 
 Example:
     >>> import torch
@@ -26,9 +26,15 @@ import torch
 from torch import nn
 
 from anomalib_ssad.components import MemoryBank, knn_cosine_distance_gradient
-from anomalib_ssad.components.pretext_network import Fusion, Localization, PatchEmbedding, PretextNetwork
+from anomalib_ssad.components.pretext_network import (
+    DenseFeatures,
+    Fusion,
+    Localization,
+    PatchEmbedding,
+    PretextNetwork,
+)
 
-__all__ = ["Fusion", "Localization", "PatchEmbedding", "SSADModel"]
+__all__ = ["DenseFeatures", "Fusion", "Localization", "PatchEmbedding", "SSADModel"]
 
 
 class SSADModel(PretextNetwork):
@@ -46,7 +52,9 @@ class SSADModel(PretextNetwork):
         num_classes: Pretext classes (normal, big defect, small defect).
         memory_bank_size: Capacity of each memory bank.
         num_neighbors: ``k`` of the k-NN score.
-        localization: ``"image"`` (Grad-CAM on the last stage) or ``"patch"`` (window scores).
+        localization: ``"dense"`` (cell scores), ``"image"`` (Grad-CAM on the last stage) or ``"patch"``
+            (window scores).
+        dense_features: ``"dense"`` mode: the scored embedding of a cell (see :class:`PretextNetwork`).
         patch_size: Window size in pixels for patch-level localization.
         patch_stride: Window stride in pixels.
         patch_embedding: ``"dense"`` (one backbone pass, pooled per window) or ``"crops"`` (each window
@@ -66,7 +74,8 @@ class SSADModel(PretextNetwork):
         num_classes: int = 3,
         memory_bank_size: int = 2048,
         num_neighbors: int = 3,
-        localization: Localization = "patch",
+        localization: Localization = "dense",
+        dense_features: DenseFeatures = "backbone+head",
         patch_size: int = 32,
         patch_stride: int = 8,
         patch_embedding: PatchEmbedding = "dense",
@@ -82,6 +91,7 @@ class SSADModel(PretextNetwork):
             head_dims=head_dims,
             num_classes=num_classes,
             localization=localization,
+            dense_features=dense_features,
             patch_size=patch_size,
             patch_stride=patch_stride,
             patch_embedding=patch_embedding,

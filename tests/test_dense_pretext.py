@@ -1,0 +1,107 @@
+"""Dense pretext task: cell labels from defect masks, locally aware features, dense scoring."""
+
+import pytest
+import torch
+
+from anomalib_ssad.components import cell_labels, local_cell_features
+from anomalib_ssad.models.pretext_module import balanced_cross_entropy
+from anomalib_ssad.models.ssad.torch_model import SSADModel
+from tests.test_ssad_torch_model import MEAN, STD
+
+
+def test_cell_labels_follow_the_masks():
+    masks = torch.zeros(3, 1, 64, 64)
+    masks[0, 0, 16:32, 16:32] = 1  # exactly cells (2, 2), (2, 3), (3, 2), (3, 3) of an 8 x 8 grid
+    masks[1, 0, 40:42, 0:64] = 1  # a thin line: 2 of each cell's 8 rows in grid row 5
+    labels = torch.tensor([1, 2, 0])
+    cells = cell_labels(masks, labels, (8, 8), min_fraction=0.25)
+    assert cells.shape == (3, 8, 8) and cells.dtype == torch.long
+    # Image 0: the covered cells take the big-defect label, their neighbours are ignored, the rest is normal.
+    assert (cells[0, 2:4, 2:4] == 1).all()
+    ring = torch.zeros(8, 8, dtype=torch.bool)
+    ring[1:5, 1:5] = True
+    ring[2:4, 2:4] = False
+    assert (cells[0][ring] == -1).all()
+    outside = torch.ones(8, 8, dtype=torch.bool)
+    outside[1:5, 1:5] = False
+    assert (cells[0][outside] == 0).all()
+    # Image 1: 2 / 8 of each cell of row 5 is defective (= min_fraction), rows 4 and 6 only touch it.
+    assert (cells[1, 5] == 2).all()
+    assert (cells[1, 4] == -1).all() and (cells[1, 6] == -1).all()
+    assert (cells[1, :4] == 0).all() and (cells[1, 7] == 0).all()
+    # Image 2 has no defect: every cell is normal.
+    assert (cells[2] == 0).all()
+    # A fraction below the threshold is ignored, not labelled.
+    assert (cell_labels(masks, labels, (8, 8), min_fraction=0.3)[1, 5] == -1).all()
+
+
+def test_local_features_average_a_neighbourhood_without_border_dilution():
+    fine = torch.ones(1, 2, 8, 8)
+    coarse = torch.arange(16.0).view(1, 1, 4, 4)
+    features = local_cell_features([fine, coarse], stages=(0, 1))
+    assert features.shape == (1, 3, 8, 8)
+    # A constant map stays constant up to the corners (no zero padding pulled in).
+    torch.testing.assert_close(features[:, :2], fine)
+
+
+def test_balanced_cross_entropy_weighs_classes_equally():
+    logits = torch.tensor([[2.0, 0.0, 0.0]] * 9 + [[0.0, 2.0, 0.0]])
+    labels = torch.tensor([0] * 9 + [1])
+    loss = balanced_cross_entropy(logits, labels, 3)
+    per_sample = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    torch.testing.assert_close(loss, (per_sample[0] + per_sample[-1]) / 2)
+
+
+@pytest.mark.parametrize("dense_features", ["backbone+head", "head", "backbone"])
+def test_dense_mode_trains_per_cell_and_scores_every_cell(dense_features):
+    torch.manual_seed(0)
+    model = SSADModel(backbone="resnet18", pretrained=False, dense_features=dense_features)
+    embeddings, logits = model.train()(torch.rand(2, 3, 64, 96))
+    assert logits.shape == (2, 8, 12, 3) and embeddings[0].shape == (2, 8, 12, 128)
+    model.eval()
+    with torch.no_grad():
+        normal = model.normal_embeddings(torch.rand(3, 3, 64, 64))[0]
+        model.memory_banks[0].fill(normal)
+        output = model(torch.rand(2, 1, 64, 96))
+    expected_dim = {"backbone+head": 128 + 256 + 128, "head": 128, "backbone": 128 + 256}[dense_features]
+    assert normal.shape == (3 * 8 * 8, expected_dim)
+    assert output.anomaly_map.shape == (2, 1, 64, 96)
+    torch.testing.assert_close(output.pred_score, output.anomaly_map.flatten(1).amax(dim=1))
+
+
+def _dark_background_object(generator: torch.Generator, size: int = 128) -> torch.Tensor:
+    """A striped, textured disc at a slightly varying position on a near-black, noisy background."""
+    grid = torch.arange(size, dtype=torch.float32)
+    yy, xx = torch.meshgrid(grid, grid, indexing="ij")
+    shift = (torch.rand(2, generator=generator) - 0.5) * 8
+    inside = ((yy - size / 2 - shift[0]) ** 2 + (xx - size / 2 - shift[1]) ** 2) < (0.32 * size) ** 2
+    phase = torch.rand(1, generator=generator) * 6.28
+    stripes = 0.5 + 0.15 * torch.sin(0.6 * (xx + 0.5 * yy) + phase)
+    colour = torch.tensor([0.9, 0.75, 0.45]).view(3, 1, 1)
+    image = 0.04 + 0.03 * torch.rand(3, size, size, generator=generator)
+    return torch.where(inside, colour * stripes + 0.05 * torch.rand(3, size, size, generator=generator), image)
+
+
+def test_defect_on_a_dark_background_object_lights_up_the_object():
+    """The map peaks on a defect on the object, not on the dark background or along the object's outline."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    mean, std = (
+        torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    )
+    model = SSADModel(backbone="efficientnet_lite0", pretrained=True).eval()
+    normal = torch.stack([_dark_background_object(generator) for _ in range(16)])
+    with torch.no_grad():
+        model.memory_banks[0].fill(model.normal_embeddings((normal - MEAN) / STD)[0])
+        test = torch.stack([_dark_background_object(generator) for _ in range(2)])
+        clean = model((test - MEAN) / STD)
+        test[:, :, 70:80, 50:62] = torch.tensor([0.25, 0.45, 0.8]).view(1, 3, 1, 1)  # a blue stain on the object
+        output = model((test - MEAN) / STD)
+    defect = torch.zeros(128, 128, dtype=torch.bool)
+    defect[70:80, 50:62] = True
+    for anomaly_map in output.anomaly_map[:, 0]:
+        peak = divmod(int(anomaly_map.argmax()), 128)
+        assert 62 <= peak[0] < 88 and 42 <= peak[1] < 70, peak
+        assert anomaly_map[defect].mean() > 2 * anomaly_map[~defect].mean()
+    assert (output.pred_score > clean.pred_score).all()
