@@ -86,10 +86,6 @@ def test_defect_on_a_dark_background_object_lights_up_the_object():
     """The map peaks on a defect on the object, not on the dark background or along the object's outline."""
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    mean, std = (
-        torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
-        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
-    )
     model = SSADModel(backbone="efficientnet_lite0", pretrained=True).eval()
     normal = torch.stack([_dark_background_object(generator) for _ in range(16)])
     with torch.no_grad():
