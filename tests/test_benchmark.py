@@ -180,3 +180,58 @@ def test_figures_and_table_of_a_model_without_anomaly_maps(tmp_path):
     assert sorted(path.name for path in written) == sorted(f"{kind}_d.png" for kind in FIGURES)
     runner.write_markdown(rows, tmp_path / "results.md", "command")
     assert "| image_only | d | 0 | ok | 0.500 | 0.500 | n/a | n/a |" in (tmp_path / "results.md").read_text()
+
+
+def test_jobs_take_per_dataset_image_sizes_and_per_model_seeds(tmp_path):
+    config_path = tmp_path / "grid.yaml"
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "seeds": [0, 1, 2],
+                "image_size": 256,
+                "datasets": [
+                    {"name": "square", "class_path": "x.D"},
+                    {"name": "wide", "class_path": "x.D", "image_size": [256, 640]},
+                ],
+                "models": [
+                    {"name": "ssad", "class_path": "x.M"},
+                    {"name": "patchcore", "class_path": "x.P", "seeds": [0]},
+                ],
+            }
+        )
+    )
+    jobs = runner.expand_jobs(load_config(config_path))
+    assert [(job.model_name, job.dataset["name"], job.seed) for job in jobs] == [
+        *[("ssad", "square", seed) for seed in (0, 1, 2)],
+        *[("ssad", "wide", seed) for seed in (0, 1, 2)],
+        ("patchcore", "square", 0),
+        ("patchcore", "wide", 0),
+    ]
+    assert {job.dataset["name"]: job.image_hw for job in jobs} == {"square": (256, 256), "wide": (256, 640)}
+    config_path.write_text("datasets: [{name: d, class_path: x, image_size: [256]}]\nmodels: [{name: m, class_path: x}]")
+    with pytest.raises(ValueError, match=r"image_size must be a positive int or \[height, width\]"):
+        runner.expand_jobs(load_config(config_path))
+
+
+def test_job_seed_reaches_the_model_seed(monkeypatch):
+    """run_job passes the job's seed as the model's own seed unless the config sets one."""
+    built = {}
+
+    class Stop(Exception):
+        pass
+
+    class FakeModel:
+        def __init__(self, seed=0, pre_processor=None, evaluator=None, visualizer=None):
+            built["seed"] = seed
+            raise Stop
+
+        @staticmethod
+        def configure_pre_processor(image_size):
+            return None
+
+    monkeypatch.setattr(runner, "_load_class", lambda path: FakeModel)
+    for init_args, expected in (({}, 2), ({"seed": 7}, 7)):
+        model = {"name": "m", "class_path": "x.M", "init_args": init_args}
+        with pytest.raises(Stop):
+            runner.run_job(runner.Job(model=model, dataset={"name": "d", "class_path": "x.D"}, seed=2))
+        assert built["seed"] == expected

@@ -3,6 +3,7 @@ import torch
 from torch.nn import functional as F
 
 from anomalib_ssad.components import MemoryBank, knn_cosine_distance, knn_cosine_distance_gradient
+from anomalib_ssad.components.memory_bank import greedy_coreset
 
 
 def brute_force(queries, bank, k):
@@ -67,3 +68,36 @@ def test_fill_subsamples_to_capacity_and_state_dict_round_trip():
 def test_capacity_must_be_positive():
     with pytest.raises(ValueError, match="capacity"):
         MemoryBank(capacity=0)
+
+
+def test_greedy_coreset_keeps_rare_patterns_that_a_random_subset_drops():
+    generator = torch.Generator().manual_seed(0)
+    common = torch.randn(5000, 16, generator=generator) * 0.05 + torch.ones(16)
+    rare = torch.eye(16)[:4] * 3.0  # 4 distinct directions, 0.08 % of the rows
+    embeddings = torch.cat([common, rare])
+    keep = greedy_coreset(embeddings, 32, generator=torch.Generator().manual_seed(1))
+    assert keep.unique().numel() == 32
+    assert set(range(5000, 5004)) <= set(keep.tolist())
+    # Coverage: the farthest row from the coreset is closer than from a random subset of the same size.
+    unit = torch.nn.functional.normalize(embeddings, dim=1)
+
+    def worst_cosine_distance(rows):
+        return (1 - (unit @ unit[rows].T).amax(dim=1)).max()
+
+    random_rows = torch.randperm(len(embeddings), generator=torch.Generator().manual_seed(1))[:32]
+    assert worst_cosine_distance(keep) < worst_cosine_distance(random_rows)
+    # Deterministic for a seeded generator; all rows when the size exceeds them.
+    torch.testing.assert_close(keep, greedy_coreset(embeddings, 32, generator=torch.Generator().manual_seed(1)))
+    assert greedy_coreset(rare, 10).tolist() == [0, 1, 2, 3]
+
+
+def test_bank_fill_samplers():
+    embeddings = torch.randn(100, 8)
+    for sampler in ("random", "coreset"):
+        bank = MemoryBank(capacity=10)
+        bank.fill(embeddings, generator=torch.Generator().manual_seed(0), sampler=sampler)
+        assert bank.memory_bank.shape == (10, 8)
+        # Every kept row is one of the inputs.
+        assert (bank.memory_bank[:, None] == embeddings[None]).all(dim=-1).any(dim=1).all()
+    with pytest.raises(ValueError, match="sampler must be 'random' or 'coreset'"):
+        MemoryBank(capacity=10).fill(embeddings, sampler="kmeans")

@@ -79,6 +79,7 @@ COLUMNS = (
 )
 METRICS = COLUMNS[5:9]
 RESULT_PREFIX = "BENCHMARK_RESULT "
+ERROR_PREFIX = "BENCHMARK_ERROR "
 # Test images whose anomaly maps each job keeps for the figures.
 NUM_EXAMPLES = 8
 
@@ -442,8 +443,13 @@ def _run_in_subprocess(job: Job) -> dict[str, Any]:
     for line in reversed(completed.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
             return {**json.loads(line[len(RESULT_PREFIX) :]), "status": "ok", "error": ""}
+    # The job's own exception if it reported one; otherwise (killed, crashed) the last line of its log.
+    reported = [line for line in completed.stdout.splitlines() if line.startswith(ERROR_PREFIX)]
     error_lines = [line for line in log_path.read_text().splitlines() if line.strip()]
-    error = error_lines[-1] if error_lines else f"exit code {completed.returncode}"
+    if reported:
+        error = json.loads(reported[-1][len(ERROR_PREFIX) :])
+    else:
+        error = error_lines[-1] if error_lines else f"exit code {completed.returncode}"
     return {
         "job": job.job_id,
         "model": job.model_name,
@@ -465,8 +471,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.run_job:
         try:
             result = run_job(Job(**json.loads(args.run_job)))
-        except Exception:
+        except Exception as error:
             traceback.print_exc()
+            print(ERROR_PREFIX + json.dumps(f"{type(error).__name__}: {error}"), flush=True)
             raise SystemExit(1) from None
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return

@@ -156,8 +156,14 @@ class PretextNetwork(nn.Module):
         ]
 
     def embed(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Image-level embeddings (one per head, ``[B, D]``) and the backbone's stage maps."""
+        """Image-level embeddings (one per head, ``[B, D]``) and the backbone's stage maps.
+
+        In ``"dense"`` mode the image embedding is the mean of the cells' head embeddings.
+        """
         stage_maps = self.backbone(images)
+        if self.localization == "dense":
+            features = local_cell_features(stage_maps, DENSE_STAGES).permute(0, 2, 3, 1)
+            return [self.cell_embeddings(features).mean(dim=(1, 2))], stage_maps
         pooled = [feature_map.mean(dim=(2, 3)) for feature_map in stage_maps]
         return self._embed_groups(self._group_stages(pooled)), stage_maps
 

@@ -49,11 +49,14 @@ class CutPaste(PretextAnomalyModule):
         weights_path: Backbone weights file, for machines without internet.
         head_dims: Sizes of the MLP projection head's ``Linear -> BatchNorm -> ReLU`` blocks (last: embedding).
         variant: ``"cutpaste"`` or ``"scar"`` (binary: normal vs that augmentation) or ``"3way"``.
-        localization: ``"image"`` (Grad-CAM; the pretext task runs on whole images) or ``"patch"`` (the pretext
-            task runs on ``patch_size`` crops; every window is scored with the Gaussian).
+        localization: ``"patch"`` (the default, the paper's localization: the pretext task runs on
+            ``patch_size`` crops and every window is scored with the Gaussian) or ``"image"`` (Grad-CAM; the
+            pretext task runs on whole images).
         patch_size: Patch side in pixels (pretext crops and scoring windows).
         patch_stride: Stride of the scoring windows (4 to 16 px; the paper uses 4).
-        patch_embedding: ``"dense"`` (shared backbone pass) or ``"crops"`` (each window embedded alone).
+        patch_embedding: ``"crops"`` (the default: each window embedded alone, exactly as in training, so a
+            window's score does not depend on where it lies) or ``"dense"`` (windows pooled from one backbone pass:
+            faster, but border windows pool zero-padded activations that one Gaussian calls anomalous).
         sigma: Gaussian smoothing of the patch-level map in pixels.
         warmup_epochs: Stage 1 epochs (backbone frozen, only head and classifier train).
         finetune_epochs: Stage 2 epochs (whole network trains).

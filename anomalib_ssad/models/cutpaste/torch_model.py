@@ -41,7 +41,7 @@ class CutPasteModel(PretextNetwork):
         weights_path: Optional weights file for the backbone.
         head_dims: Output sizes of the head's ``Linear -> BatchNorm -> ReLU`` blocks; the last is the embedding.
         num_classes: Pretext classes: 2 (normal vs CutPaste or Scar) or 3 (normal / CutPaste / Scar).
-        localization: ``"image"`` (Grad-CAM on the last stage) or ``"patch"`` (window scores).
+        localization: ``"patch"`` (window scores, the default) or ``"image"`` (Grad-CAM on the last stage).
         patch_size: Window size in pixels for patch-level localization (the paper: 64 px at 256 px).
         patch_stride: Window stride in pixels (the paper: 4; 8 or 16 here for CPU budgets).
         patch_embedding: ``"dense"`` (one backbone pass, pooled per window) or ``"crops"`` (each window

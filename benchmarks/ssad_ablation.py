@@ -1,0 +1,136 @@
+"""SSAD ablation (issue #8): what limits SSAD on real data, one row per hypothesis, on every dataset.
+
+Each training variant is fitted once per dataset; scoring variants (what a cell's embedding holds, how the
+memory bank is subsampled) then only refill the bank from the same trained network and test again, so the rows
+of one training differ in exactly one scoring choice. Every row uses the runner's Evaluator, 256 px (or the
+dataset's own size), seed 0.
+
+Usage (from the project root; results are appended as they come and the table is rewritten)::
+
+    python benchmarks/ssad_ablation.py                       # every dataset
+    python benchmarks/ssad_ablation.py --datasets kolektorsdd
+"""
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+from anomalib.data import MVTecAD
+from anomalib.engine import Engine
+from lightning.pytorch import seed_everything
+
+from anomalib_ssad import SSAD
+from anomalib_ssad.benchmark.runner import shared_evaluator
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATASETS = {
+    "mvtec_bottle": (DATA / "mvtec_ad", "bottle", (256, 256)),
+    "kolektorsdd": (DATA / "kolektorsdd", "kolektorsdd", (256, 256)),
+    "kolektorsdd_256x640": (DATA / "kolektorsdd", "kolektorsdd", (256, 640)),
+    "magnetic_tile": (DATA / "magnetic_tile", "magnetic_tile", (256, 256)),
+}
+DEFAULT = {}
+# (hypothesis, training arguments, [(row name, scoring overrides), ...]); the first scoring row is the trained
+# model as it comes out of fitting.
+TRAININGS = [
+    (
+        "dense pretext (default)",
+        DEFAULT,
+        [
+            ("default", {}),
+            ("H2: head embedding only", {"dense_features": "head"}),
+            ("H2: backbone feature only", {"dense_features": "backbone"}),
+            ("H3: coreset bank", {"memory_bank_sampler": "coreset"}),
+        ],
+    ),
+    (
+        "H1: crop pretext, pooled windows (previous default)",
+        {"localization": "patch", "memory_bank_size": 16384},
+        [("", {})],
+    ),
+    ("H1: dense pretext + 2 fine-tuning epochs", {"finetune_epochs": 2}, [("", {})]),
+]
+COLUMNS = ("dataset", "training", "scoring", "image_AUROC", "pixel_AUROC", "pixel_AUPRO", "fit_seconds")
+
+
+def run(dataset: str, output: Path) -> None:
+    root, category, image_size = DATASETS[dataset]
+    trainings = TRAININGS if dataset != "kolektorsdd_256x640" else TRAININGS[:1]
+    for training, init_args, scorings in trainings:
+        done = {(row["training"], row["scoring"]) for row in _rows(output) if row["dataset"] == dataset}
+        if all((training, name) in done for name, _ in scorings):
+            continue
+        seed_everything(0)
+        model = SSAD(
+            **init_args,
+            pre_processor=SSAD.configure_pre_processor(image_size=image_size),
+            evaluator=shared_evaluator(),
+            visualizer=False,
+        )
+        datamodule = MVTecAD(root=root, category=category, num_workers=0)
+        engine = Engine(
+            accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, default_root_dir=output / "jobs"
+        )
+        start = time.perf_counter()
+        engine.fit(model=model, datamodule=datamodule)
+        fit_seconds = time.perf_counter() - start
+        for name, scoring in scorings:
+            if scoring:
+                model.model.dense_features = scoring.get("dense_features", DEFAULT_SCORING["dense_features"])
+                model.memory_bank_sampler = scoring.get("memory_bank_sampler", DEFAULT_SCORING["memory_bank_sampler"])
+                model.rebuild_memory_banks(datamodule.train_dataloader())
+                # Refit the post-processor's normalisation on the new scores, as fitting does.
+                engine.validate(model=model, datamodule=datamodule, verbose=False)
+            metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
+            row = {
+                "dataset": dataset,
+                "training": training,
+                "scoring": name,
+                **{key: round(float(metrics[key]), 3) for key in COLUMNS[3:6]},
+                "fit_seconds": round(fit_seconds),
+            }
+            print(json.dumps(row), flush=True)
+            _append(output, row)
+
+
+DEFAULT_SCORING = {"dense_features": "backbone+head", "memory_bank_sampler": "random"}
+
+
+def _rows(output: Path) -> list[dict[str, str]]:
+    path = output / "results.csv"
+    if not path.exists():
+        return []
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def _append(output: Path, row: dict) -> None:
+    rows = [*_rows(output), {key: str(value) for key, value in row.items()}]
+    with (output / "results.csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        "Command: `python benchmarks/ssad_ablation.py` (seed 0, efficientnet_lite0 ImageNet, this 2-core CPU)",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+        *("| " + " | ".join(row[key] for key in COLUMNS) + " |" for row in rows),
+    ]
+    (output / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/ssad_ablation"))
+    args = parser.parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+    for dataset in args.datasets:
+        run(dataset, args.output)
+
+
+if __name__ == "__main__":
+    main()
