@@ -61,9 +61,10 @@ def test_dense_mode_trains_per_cell_and_scores_every_cell(dense_features):
     model.eval()
     with torch.no_grad():
         normal = model.normal_embeddings(torch.rand(3, 3, 64, 64))[0]
-        model.memory_banks[0].fill(normal)
+        model.fit_memory_banks([normal])
         output = model(torch.rand(2, 1, 64, 96))
     expected_dim = {"backbone+head": 128 + 256 + 128, "head": 128, "backbone": 128 + 256}[dense_features]
+    assert sum(model.dense_part_sizes) == expected_dim
     assert normal.shape == (3 * 8 * 8, expected_dim)
     assert output.anomaly_map.shape == (2, 1, 64, 96)
     torch.testing.assert_close(output.pred_score, output.anomaly_map.flatten(1).amax(dim=1))
@@ -89,7 +90,7 @@ def test_defect_on_a_dark_background_object_lights_up_the_object():
     model = SSADModel(backbone="efficientnet_lite0", pretrained=True).eval()
     normal = torch.stack([_dark_background_object(generator) for _ in range(16)])
     with torch.no_grad():
-        model.memory_banks[0].fill(model.normal_embeddings((normal - MEAN) / STD)[0])
+        model.fit_memory_banks(model.normal_embeddings((normal - MEAN) / STD))
         test = torch.stack([_dark_background_object(generator) for _ in range(2)])
         clean = model((test - MEAN) / STD)
         test[:, :, 70:80, 50:62] = torch.tensor([0.25, 0.45, 0.8]).view(1, 3, 1, 1)  # a blue stain on the object
@@ -101,3 +102,18 @@ def test_defect_on_a_dark_background_object_lights_up_the_object():
         assert 62 <= peak[0] < 88 and 42 <= peak[1] < 70, peak
         assert anomaly_map[defect].mean() > 2 * anomaly_map[~defect].mean()
     assert (output.pred_score > clean.pred_score).all()
+
+
+def test_centred_parts_score_the_mean_of_the_parts_cosine_distances():
+    from anomalib_ssad.components.memory_bank import CentredParts
+
+    generator = torch.Generator().manual_seed(0)
+    normal = torch.rand(50, 5, generator=generator) + 3.0  # far from the origin: raw cosines all near 1
+    centred = CentredParts((3, 2))
+    centred.fit(normal)
+    torch.testing.assert_close(centred.mean, normal.mean(dim=0))
+    a, b = torch.rand(2, 5, generator=generator) + 3.0
+    joint = 1 - (centred(a) * centred(b)).sum()
+    parts = [(a[:3], b[:3], centred.mean[:3]), (a[3:], b[3:], centred.mean[3:])]
+    expected = sum(1 - torch.nn.functional.cosine_similarity(x - m, y - m, dim=0) for x, y, m in parts) / 2
+    torch.testing.assert_close(joint, expected)

@@ -12,8 +12,7 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 def fitted(model: SSADModel, normal: torch.Tensor) -> SSADModel:
     model.eval()
     with torch.no_grad():
-        for bank, embeddings in zip(model.memory_banks, model.normal_embeddings(normal), strict=True):
-            bank.fill(embeddings)
+        model.fit_memory_banks(model.normal_embeddings(normal))
     return model
 
 

@@ -20,6 +20,7 @@ Example:
     True
 """
 
+import math
 from typing import Literal
 
 import torch
@@ -149,6 +150,44 @@ def greedy_coreset(
         min_distances = torch.minimum(min_distances, distances)
         index = min_distances.argmax()
     return candidates[selected]
+
+
+class CentredParts(DynamicBufferMixin, nn.Module):
+    """Centre every part of an embedding on the normal data's mean, unit-normalise each part, concatenate.
+
+    Backbone activations and ReLU head embeddings are non-negative, so all of them lie in one orthant and their
+    cosine similarities crowd near 1; measured about the normal mean, cosine distance separates them far better
+    (KolektorSDD pixel AUROC 0.816 -> 0.853 for the backbone part alone, see README). Each part is
+    unit-normalised on its own and the result divided by ``sqrt(len(part_sizes))``, so the cosine distance of two
+    embeddings is the mean of the parts' cosine distances, whatever their dimensions and scales.
+
+    Args:
+        part_sizes: Sizes of the consecutive parts of an embedding.
+
+    Example:
+        >>> import torch
+        >>> centred = CentredParts((3, 2))
+        >>> centred.fit(torch.rand(10, 5))
+        >>> centred(torch.rand(4, 5)).norm(dim=-1)
+        tensor([1.0000, 1.0000, 1.0000, 1.0000])
+    """
+
+    mean: torch.Tensor
+
+    def __init__(self, part_sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        self.part_sizes = tuple(part_sizes)
+        self.register_buffer("mean", torch.zeros(sum(self.part_sizes)))
+
+    def fit(self, embeddings: torch.Tensor) -> None:
+        """Set the mean from normal embeddings ``[N, D]``."""
+        self.mean = embeddings.detach().float().mean(dim=0).to(self.mean.device)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Centred, part-wise unit-normalised embeddings, same shape as ``embeddings [..., D]``."""
+        parts = (embeddings - self.mean).split(self.part_sizes, dim=-1)
+        joint = torch.cat([F.normalize(part, dim=-1, eps=_EPS) for part in parts], dim=-1)
+        return joint / math.sqrt(len(parts))
 
 
 class MemoryBank(DynamicBufferMixin, nn.Module):

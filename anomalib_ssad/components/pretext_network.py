@@ -8,9 +8,9 @@ Three localization modes, each with the pretext task that matches what it scores
 - ``"dense"``: one backbone pass per image; every cell of the stride-8 grid gets a locally aware feature
   (:func:`~anomalib_ssad.components.patch_grid.local_cell_features` of the first two stages) and a head
   embedding. Training classifies every cell of images with synthetic defects (the labels come from the defects'
-  masks); scoring embeds every cell of the test image the same way, as the unit-normalised backbone feature next
-  to the unit-normalised head embedding (``dense_features``), so the scorer keeps what the backbone knows about
-  normal variation and adds what the pretext task taught.
+  masks); scoring embeds every cell of the test image the same way, as the backbone feature next to the head
+  embedding (``dense_features``), so the scorer keeps what the backbone knows about normal variation and adds
+  what the pretext task taught.
 - ``"patch"``: the paper's patch level: training on ``patch_size`` crops, scoring every window of a sliding
   grid (windows pooled from one pass, or each window cropped and embedded alone).
 - ``"image"``: whole-image embeddings; the anomaly map is Grad-CAM of the image score.
@@ -33,14 +33,12 @@ Example:
     torch.Size([2, 1, 64, 64])
 """
 
-import math
 from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from anomalib.data import InferenceBatch
 from torch import nn
-from torch.nn import functional as F  # noqa: N812
 
 from .backbone import build_backbone
 from .grad_cam import grad_cam
@@ -181,19 +179,27 @@ class PretextNetwork(nn.Module):
         return self._embed_groups([features])[0]
 
     def dense_embeddings(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Scored embedding of every cell, ``[B, Gh, Gw, D]`` (one tensor: ``"dense"`` mode has one head).
+        """Raw embedding of every cell, ``[B, Gh, Gw, D]`` (one tensor: ``"dense"`` mode has one head).
 
-        ``"backbone+head"`` concatenates the unit-normalised backbone feature and head embedding and divides by
-        sqrt(2), so the cosine distance of two cells is the mean of the two parts' cosine distances.
+        ``"backbone+head"`` concatenates the locally aware backbone feature and the head embedding; the scorer
+        centres and normalises each part (:class:`~anomalib_ssad.components.memory_bank.CentredParts`).
         """
         features = self.cell_features(images)
+        if self.dense_features == "backbone":
+            return [features]
         embedding = self.cell_embeddings(features)
         if self.dense_features == "head":
             return [embedding]
-        if self.dense_features == "backbone":
-            return [features]
-        joint = torch.cat([F.normalize(features, dim=-1), F.normalize(embedding, dim=-1)], dim=-1)
-        return [joint / math.sqrt(2.0)]
+        return [torch.cat([features, embedding], dim=-1)]
+
+    @property
+    def dense_part_sizes(self) -> tuple[int, ...]:
+        """Sizes of the parts of a ``"dense"`` cell embedding (backbone feature, head embedding)."""
+        feature_size = sum(self.backbone.out_channels[index] for index in DENSE_STAGES)
+        head_size = self.heads[0].out_features
+        return {"backbone": (feature_size,), "head": (head_size,), "backbone+head": (feature_size, head_size)}[
+            self.dense_features
+        ]
 
     def patch_embeddings(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Embeddings of every ``patch_size`` window, one ``[B, Gh, Gw, D]`` tensor per head."""

@@ -234,5 +234,5 @@ class SSAD(PretextAnomalyModule):
     def rebuild_memory_banks(self, dataloader: torch.utils.data.DataLoader) -> None:
         """Fill the memory banks with eval-mode embeddings of the (clean) images of ``dataloader``."""
         generator = torch.Generator().manual_seed(self.seed)
-        for bank, embeddings in zip(self.model.memory_banks, self.collect_normal_embeddings(dataloader), strict=True):
-            bank.fill(embeddings, generator=generator, sampler=self.memory_bank_sampler)
+        embeddings = self.collect_normal_embeddings(dataloader)
+        self.model.fit_memory_banks(embeddings, generator=generator, sampler=self.memory_bank_sampler)

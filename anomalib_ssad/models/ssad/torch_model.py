@@ -15,7 +15,7 @@ Example:
     >>> embeddings, logits = model(torch.rand(4, 3, 64, 64))
     >>> logits.shape
     torch.Size([4, 3])
-    >>> model.memory_banks[0].fill(embeddings[0])
+    >>> model.fit_memory_banks([embeddings[0]])
     >>> model.eval()(torch.rand(2, 3, 64, 64)).anomaly_map.shape
     torch.Size([2, 1, 64, 64])
 """
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from anomalib_ssad.components import MemoryBank, knn_cosine_distance_gradient
+from anomalib_ssad.components.memory_bank import CentredParts, Sampler
 from anomalib_ssad.components.pretext_network import (
     DenseFeatures,
     Fusion,
@@ -99,11 +100,28 @@ class SSADModel(PretextNetwork):
             sigma=sigma,
         )
         self.memory_banks = nn.ModuleList(MemoryBank(memory_bank_size) for _ in self.heads)
+        # "dense" cells are compared about the normal mean, part by part (backbone feature, head embedding).
+        self.centred_parts = CentredParts(self.dense_part_sizes) if localization == "dense" else None
         self.num_neighbors = num_neighbors
         self.knn_chunk_size = knn_chunk_size
 
+    def fit_memory_banks(
+        self,
+        embeddings: Sequence[torch.Tensor],
+        generator: torch.Generator | None = None,
+        sampler: Sampler = "random",
+    ) -> None:
+        """Fit the scorer on normal embeddings (``[N, D]`` per head): centring (``"dense"``), then the banks."""
+        if self.centred_parts is not None:
+            self.centred_parts.fit(embeddings[0])
+            embeddings = [self.centred_parts(embeddings[0])]
+        for bank, embedding in zip(self.memory_banks, embeddings, strict=True):
+            bank.fill(embedding, generator=generator, sampler=sampler)
+
     def _knn(self, embeddings: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], list]:
         """Combined k-NN score of flattened embeddings, with each head's scores and neighbours."""
+        if self.centred_parts is not None:
+            embeddings = [self.centred_parts(embeddings[0])]
         results = [
             bank.nearest(embedding, k=self.num_neighbors, chunk_size=self.knn_chunk_size)
             for embedding, bank in zip(embeddings, self.memory_banks, strict=True)
@@ -116,7 +134,10 @@ class SSADModel(PretextNetwork):
         return combined, head_scores, [neighbours for _, neighbours in results]
 
     def score(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Mean cosine distance to the ``k`` nearest bank entries (geometric mean over heads), ``[N]``."""
+        """Mean cosine distance to the ``k`` nearest bank entries (geometric mean over heads), ``[N]``.
+
+        ``"dense"`` cells are centred and normalised part by part first (:class:`CentredParts`), as the bank was.
+        """
         return self._knn(embeddings)[0]
 
     def score_with_gradient(self, embeddings: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
