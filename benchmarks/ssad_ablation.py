@@ -17,12 +17,14 @@ import json
 import time
 from pathlib import Path
 
+import torch
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
 
 from anomalib_ssad import SSAD
 from anomalib_ssad.benchmark.runner import shared_evaluator
+from anomalib_ssad.components.memory_bank import CentredParts
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATASETS = {
@@ -42,6 +44,7 @@ TRAININGS = [
             ("default", {}),
             ("H2: head embedding only", {"dense_features": "head"}),
             ("H2: backbone feature only", {"dense_features": "backbone"}),
+            ("H2: no centring (cosine about the origin)", {"centring": False}),
             ("H3: coreset bank", {"memory_bank_sampler": "coreset"}),
         ],
     ),
@@ -78,8 +81,11 @@ def run(dataset: str, output: Path) -> None:
         fit_seconds = time.perf_counter() - start
         for name, scoring in scorings:
             if scoring:
-                model.model.dense_features = scoring.get("dense_features", DEFAULT_SCORING["dense_features"])
-                model.memory_bank_sampler = scoring.get("memory_bank_sampler", DEFAULT_SCORING["memory_bank_sampler"])
+                scoring = {**DEFAULT_SCORING, **scoring}
+                model.model.dense_features = scoring["dense_features"]
+                parts = CentredParts(model.model.dense_part_sizes) if scoring["centring"] else _Uncentred(model)
+                model.model.centred_parts = parts
+                model.memory_bank_sampler = scoring["memory_bank_sampler"]
                 model.rebuild_memory_banks(datamodule.train_dataloader())
                 # Refit the post-processor's normalisation on the new scores, as fitting does.
                 engine.validate(model=model, datamodule=datamodule, verbose=False)
@@ -95,7 +101,17 @@ def run(dataset: str, output: Path) -> None:
             _append(output, row)
 
 
-DEFAULT_SCORING = {"dense_features": "backbone+head", "memory_bank_sampler": "random"}
+DEFAULT_SCORING = {"dense_features": "backbone+head", "memory_bank_sampler": "random", "centring": True}
+
+
+class _Uncentred(CentredParts):
+    """Part-wise unit normalisation about the origin (the mean stays zero): the scoring before centring."""
+
+    def __init__(self, model: SSAD) -> None:
+        super().__init__(model.model.dense_part_sizes)
+
+    def fit(self, embeddings: torch.Tensor) -> None:
+        del embeddings
 
 
 def _rows(output: Path) -> list[dict[str, str]]:

@@ -208,7 +208,8 @@ def test_jobs_take_per_dataset_image_sizes_and_per_model_seeds(tmp_path):
         ("patchcore", "wide", 0),
     ]
     assert {job.dataset["name"]: job.image_hw for job in jobs} == {"square": (256, 256), "wide": (256, 640)}
-    config_path.write_text("datasets: [{name: d, class_path: x, image_size: [256]}]\nmodels: [{name: m, class_path: x}]")
+    bad = "datasets: [{name: d, class_path: x, image_size: [256]}]\nmodels: [{name: m, class_path: x}]"
+    config_path.write_text(bad)
     with pytest.raises(ValueError, match=r"image_size must be a positive int or \[height, width\]"):
         runner.expand_jobs(load_config(config_path))
 
@@ -217,13 +218,13 @@ def test_job_seed_reaches_the_model_seed(monkeypatch):
     """run_job passes the job's seed as the model's own seed unless the config sets one."""
     built = {}
 
-    class Stop(Exception):
+    class StopError(Exception):
         pass
 
     class FakeModel:
         def __init__(self, seed=0, pre_processor=None, evaluator=None, visualizer=None):
             built["seed"] = seed
-            raise Stop
+            raise StopError
 
         @staticmethod
         def configure_pre_processor(image_size):
@@ -232,6 +233,6 @@ def test_job_seed_reaches_the_model_seed(monkeypatch):
     monkeypatch.setattr(runner, "_load_class", lambda path: FakeModel)
     for init_args, expected in (({}, 2), ({"seed": 7}, 7)):
         model = {"name": "m", "class_path": "x.M", "init_args": init_args}
-        with pytest.raises(Stop):
+        with pytest.raises(StopError):
             runner.run_job(runner.Job(model=model, dataset={"name": "d", "class_path": "x.D"}, seed=2))
         assert built["seed"] == expected
