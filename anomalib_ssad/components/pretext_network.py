@@ -96,7 +96,7 @@ class PretextNetwork(nn.Module):
         head_dims: Sequence[int] = (512, 512, 128),
         num_classes: int = 3,
         localization: Localization = "dense",
-        dense_features: DenseFeatures = "backbone+head",
+        dense_features: DenseFeatures = "backbone",
         patch_size: int = 32,
         patch_stride: int = 8,
         patch_embedding: PatchEmbedding = "dense",

@@ -108,7 +108,7 @@ class SSAD(PretextAnomalyModule):
         fusion: Fusion = "concat",
         head_dims: Sequence[int] = (512, 512, 128),
         localization: Localization = "dense",
-        dense_features: DenseFeatures = "backbone+head",
+        dense_features: DenseFeatures = "backbone",
         patch_size: int = 32,
         patch_stride: int = 8,
         patch_embedding: PatchEmbedding = "dense",

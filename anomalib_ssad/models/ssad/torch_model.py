@@ -76,7 +76,7 @@ class SSADModel(PretextNetwork):
         memory_bank_size: int = 2048,
         num_neighbors: int = 3,
         localization: Localization = "dense",
-        dense_features: DenseFeatures = "backbone+head",
+        dense_features: DenseFeatures = "backbone",
         patch_size: int = 32,
         patch_stride: int = 8,
         patch_embedding: PatchEmbedding = "dense",
