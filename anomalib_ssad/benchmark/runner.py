@@ -448,6 +448,9 @@ def _run_in_subprocess(job: Job) -> dict[str, Any]:
     error_lines = [line for line in log_path.read_text().splitlines() if line.strip()]
     if reported:
         error = json.loads(reported[-1][len(ERROR_PREFIX) :])
+    elif completed.returncode < 0:
+        # SIGKILL is what the kernel's out-of-memory killer sends.
+        error = f"killed by signal {-completed.returncode}" + (" (out of memory?)" if completed.returncode == -9 else "")
     else:
         error = error_lines[-1] if error_lines else f"exit code {completed.returncode}"
     return {

@@ -1,0 +1,72 @@
+"""Summarise the side-by-side runs: SSAD (mean ± std over seeds), CutPaste and PatchCore per dataset.
+
+Reads ``benchmarks/results/compare_*/results.csv`` (written by ``python -m anomalib_ssad.benchmark``) and writes
+``benchmarks/results/summary.md``, the table the README quotes, with each SSAD target of issue #8 checked:
+pixel AUROC and AUPRO >= PatchCore's, image AUROC >= PatchCore's - 0.01, pixel AUROC spread over seeds <= 0.02.
+
+Usage: ``python benchmarks/summarize.py``
+"""
+
+import csv
+import statistics
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO")
+COSTS = ("train_seconds", "inference_images_per_second", "peak_rss_mb")
+
+
+def _cell(values: list[float], digits: int = 3) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def summarise() -> str:
+    lines = [
+        "Command: `python benchmarks/summarize.py` (from the `compare_*` tables; SSAD: mean ± std over seeds 0, 1, 2)",
+        "",
+        "| dataset | model | seeds | image AUROC | pixel AUROC | AUPRO | train s | images/s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    checks = []
+    for path in sorted(RESULTS.glob("compare_*/results.csv")):
+        with path.open(newline="") as file:
+            rows = [row for row in csv.DictReader(file) if row["status"] == "ok"]
+        by_model: dict[str, list[dict[str, str]]] = {}
+        for row in rows:
+            by_model.setdefault(row["model"], []).append(row)
+        dataset = rows[0]["dataset"] if rows else path.parent.name
+        for model in ("ssad", "cutpaste", "patchcore"):
+            group = by_model.get(model, [])
+            if not group:
+                continue
+            cells = [_cell([float(row[key]) for row in group]) for key in METRICS]
+            costs = [_cell([float(row[key]) for row in group], 1 if key != "peak_rss_mb" else 0) for key in COSTS]
+            lines.append(f"| {dataset} | {model} | {len(group)} | " + " | ".join(cells + costs) + " |")
+        ssad, patchcore = by_model.get("ssad", []), by_model.get("patchcore", [])
+        if ssad and patchcore:
+            mean = {key: statistics.mean(float(row[key]) for row in ssad) for key in METRICS}
+            reference = {key: float(patchcore[0][key]) for key in METRICS}
+            spread = max(float(row["pixel_AUROC"]) for row in ssad) - min(float(row["pixel_AUROC"]) for row in ssad)
+            verdicts = {
+                "image AUROC >= PatchCore - 0.01": mean["image_AUROC"] >= reference["image_AUROC"] - 0.01,
+                "pixel AUROC >= PatchCore": mean["pixel_AUROC"] >= reference["pixel_AUROC"],
+                "AUPRO >= PatchCore": mean["pixel_AUPRO"] >= reference["pixel_AUPRO"],
+                "pixel AUROC spread <= 0.02": spread <= 0.02,
+            }
+            met = ", ".join(f"{name}: {'yes' if ok else '**no**'}" for name, ok in verdicts.items())
+            checks.append(f"- {dataset}: {met}")
+    return "\n".join([*lines, "", "SSAD's targets (issue #8):", "", *checks]) + "\n"
+
+
+def main() -> None:
+    text = summarise()
+    (RESULTS / "summary.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
