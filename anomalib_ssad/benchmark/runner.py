@@ -450,7 +450,9 @@ def _run_in_subprocess(job: Job) -> dict[str, Any]:
         error = json.loads(reported[-1][len(ERROR_PREFIX) :])
     elif completed.returncode < 0:
         # SIGKILL is what the kernel's out-of-memory killer sends.
-        error = f"killed by signal {-completed.returncode}" + (" (out of memory?)" if completed.returncode == -9 else "")
+        error = f"killed by signal {-completed.returncode}" + (
+            " (out of memory?)" if completed.returncode == -9 else ""
+        )
     else:
         error = error_lines[-1] if error_lines else f"exit code {completed.returncode}"
     return {
