@@ -142,7 +142,10 @@ def fitted(model: CutPasteModel, normal: torch.Tensor) -> CutPasteModel:
 
 def test_grad_cam_is_batched_and_equals_autograd() -> None:
     torch.manual_seed(0)
-    model = fitted(CutPasteModel(backbone="resnet18", pretrained=False, num_classes=2), torch.rand(24, 3, 64, 64))
+    model = fitted(
+        CutPasteModel(backbone="resnet18", pretrained=False, num_classes=2, localization="image"),
+        torch.rand(24, 3, 64, 64),
+    )
     images = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
         batched = model(images).anomaly_map

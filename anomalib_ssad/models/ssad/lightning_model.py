@@ -54,8 +54,10 @@ class SSAD(PretextAnomalyModule):
             synthetic defects, labelled from the defects' masks; every cell of a test image is scored),
             ``"patch"`` (the paper's patch level: the pretext task runs on ``patch_size`` crops, every window is
             scored) or ``"image"`` (Grad-CAM; the pretext task runs on whole images).
-        dense_features: ``"dense"`` mode: a cell's scored embedding is its locally aware backbone feature next to
-            its head embedding (``"backbone+head"``), or only one of them (``"head"``, ``"backbone"``).
+        dense_features: ``"dense"`` mode: what a cell's scored embedding holds, each part centred on the normal
+            mean: the locally aware backbone feature (``"backbone"``, the default: best image AUROC across the
+            benchmark datasets), the pretext head's embedding (``"head"``) or both side by side
+            (``"backbone+head"``). The head is trained in every case.
         patch_size: Patch side in pixels (pretext crops and scoring windows).
         patch_stride: Stride of the scoring windows.
         patch_embedding: ``"dense"`` (shared backbone pass) or ``"crops"`` (each window embedded alone).
@@ -63,8 +65,8 @@ class SSAD(PretextAnomalyModule):
         num_neighbors: ``k`` of the k-NN cosine score.
         memory_bank_size: Capacity of the memory bank (FIFO for ``"train"``; for ``"eval"`` a subset chosen by
             ``memory_bank_sampler``).
-        memory_bank_sampler: ``"coreset"`` (greedy k-center coreset: keeps rare normal patterns) or
-            ``"random"``.
+        memory_bank_sampler: ``"random"`` (the default: a uniform subset) or ``"coreset"`` (greedy k-center
+            coreset, which keeps rare normal patterns; it did not beat the random subset in the ablation).
         memory_bank_source: ``"eval"`` rebuilds the bank from clean training images in eval mode before every
             validation; ``"train"`` is the paper's bank: train-mode embeddings of jittered normal samples the
             classifier also predicts normal, cut to capacity (oldest dropped) at the end of every epoch.
