@@ -94,7 +94,7 @@ class FeatureExtractor(nn.Module):
         # channels_last runs the depthwise convolutions of EfficientNet much faster on CPUs, and on a CPU
         # micro-batches whose activations stay in cache beat one large batch (several-fold at 256 px).
         x = x.contiguous(memory_format=torch.channels_last)
-        if x.device.type != "cpu" or x.shape[0] <= CPU_MICRO_BATCH or torch.compiler.is_exporting():
+        if torch.compiler.is_exporting() or x.device.type != "cpu" or x.shape[0] <= CPU_MICRO_BATCH:
             return self._stages(x)
         chunks = [self._stages(chunk) for chunk in x.split(CPU_MICRO_BATCH)]
         return [torch.cat(stage) for stage in zip(*chunks, strict=True)]

@@ -153,7 +153,8 @@ def assemble_anomaly_map(
     """
     height, width = image_size
     half = patch_size // 2
-    inner = (height - 2 * half, width - 2 * half)
+    # An image exactly one window wide has a single centre: a 1-pixel core replicated to the border.
+    inner = (max(1, height - 2 * half), max(1, width - 2 * half))
     score_map = F.interpolate(grid_scores.unsqueeze(1), size=inner, mode="bilinear", align_corners=True)
     score_map = F.pad(score_map, (half, width - inner[1] - half, half, height - inner[0] - half), mode="replicate")
     return blur(score_map) if blur is not None else score_map

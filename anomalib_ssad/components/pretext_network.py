@@ -211,7 +211,9 @@ class PretextNetwork(nn.Module):
             )
             return self._embed_groups(self._group_stages(pooled))
         patches = crop_patches(images, self.patch_size, self.patch_stride)
-        chunks = [self.embed(chunk)[0] for chunk in patches.split(self.patch_batch_size)]
+        # A loop over chunks would pin the batch size into an exported graph: exports embed all windows at once.
+        batches = [patches] if torch.compiler.is_exporting() else patches.split(self.patch_batch_size)
+        chunks = [self.embed(chunk)[0] for chunk in batches]
         return [
             torch.cat([chunk[index] for chunk in chunks]).reshape(images.shape[0], *grid, -1)
             for index in range(len(self.heads))
