@@ -35,8 +35,8 @@ BACKBONES: tuple[str, ...] = ("resnet18", "efficientnet_lite0")
 # Long enough for a slow connection to start, short enough that an offline run fails within a minute.
 DOWNLOAD_TIMEOUT_SECONDS = 20.0
 
-# Images per backbone pass on a CPU (see FeatureExtractor.forward).
-CPU_MICRO_BATCH = 8
+# Pixels per backbone pass on a CPU (see FeatureExtractor.forward): 8 images of 256 x 256.
+CPU_MICRO_BATCH_PIXELS = 8 * 256 * 256
 
 _RESNET18_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
 _RESNET18_STAGES = ("layer2", "layer3", "layer4")
@@ -94,9 +94,12 @@ class FeatureExtractor(nn.Module):
         # channels_last runs the depthwise convolutions of EfficientNet much faster on CPUs, and on a CPU
         # micro-batches whose activations stay in cache beat one large batch (several-fold at 256 px).
         x = x.contiguous(memory_format=torch.channels_last)
-        if torch.compiler.is_exporting() or x.device.type != "cpu" or x.shape[0] <= CPU_MICRO_BATCH:
+        if torch.compiler.is_exporting() or x.device.type != "cpu":
             return self._stages(x)
-        chunks = [self._stages(chunk) for chunk in x.split(CPU_MICRO_BATCH)]
+        micro_batch = max(1, CPU_MICRO_BATCH_PIXELS // (x.shape[2] * x.shape[3]))
+        if x.shape[0] <= micro_batch:
+            return self._stages(x)
+        chunks = [self._stages(chunk) for chunk in x.split(micro_batch)]
         return [torch.cat(stage) for stage in zip(*chunks, strict=True)]
 
     def _stages(self, x: torch.Tensor) -> list[torch.Tensor]:
