@@ -59,6 +59,10 @@ def summarise() -> str:
             }
             met = ", ".join(f"{name}: {'yes' if ok else '**no**'}" for name, ok in verdicts.items())
             checks.append(f"- {dataset}: {met}")
+        elif ssad:
+            checks.append(
+                f"- {dataset}: no finished PatchCore row to check against (see {path.parent.name}/results.md)"
+            )
     return "\n".join([*lines, "", "SSAD's targets (issue #8):", "", *checks]) + "\n"
 
 
