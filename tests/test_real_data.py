@@ -10,18 +10,23 @@ from tests.conftest import SHARED_DATA
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "mvtec_ad" / "bottle").is_dir(), reason="../shared/data not present")
-def test_ssad_defaults_on_mvtec_bottle(tmp_path):
+def _ssad_defaults_metrics(root: str, category: str, tmp_path) -> dict:
+    """Fit and test SSAD with its defaults on ``../shared/data/<root>/<category>``."""
     from anomalib.data import MVTecAD
     from anomalib.engine import Engine
 
     from anomalib_ssad import SSAD
 
-    datamodule = MVTecAD(root=SHARED_DATA / "mvtec_ad", category="bottle", num_workers=0, seed=0)
+    datamodule = MVTecAD(root=SHARED_DATA / root, category=category, num_workers=0, seed=0)
     model = SSAD(visualizer=False)
     engine = Engine(accelerator="cpu", devices=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
     engine.fit(model=model, datamodule=datamodule)
-    metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
+    return engine.test(model=model, datamodule=datamodule, verbose=False)[0]
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "mvtec_ad" / "bottle").is_dir(), reason="../shared/data not present")
+def test_ssad_defaults_on_mvtec_bottle(tmp_path):
+    metrics = _ssad_defaults_metrics("mvtec_ad", "bottle", tmp_path)
     assert metrics["image_AUROC"] >= 0.98
     assert metrics["pixel_AUROC"] >= 0.95
     assert metrics["pixel_AUPRO"] >= 0.80
@@ -30,15 +35,6 @@ def test_ssad_defaults_on_mvtec_bottle(tmp_path):
 @pytest.mark.skipif(not (SHARED_DATA / "kolektorsdd" / "kolektorsdd").is_dir(), reason="../shared/data not present")
 def test_ssad_defaults_on_kolektorsdd_stay_above_patchcore(tmp_path):
     """KolektorSDD, where the previous default sat far below PatchCore (0.741 / 0.196 vs PatchCore 0.834 / 0.326)."""
-    from anomalib.data import MVTecAD
-    from anomalib.engine import Engine
-
-    from anomalib_ssad import SSAD
-
-    datamodule = MVTecAD(root=SHARED_DATA / "kolektorsdd", category="kolektorsdd", num_workers=0, seed=0)
-    model = SSAD(visualizer=False)
-    engine = Engine(accelerator="cpu", devices=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
-    engine.fit(model=model, datamodule=datamodule)
-    metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
+    metrics = _ssad_defaults_metrics("kolektorsdd", "kolektorsdd", tmp_path)
     assert metrics["pixel_AUROC"] >= 0.834
     assert metrics["pixel_AUPRO"] >= 0.326
