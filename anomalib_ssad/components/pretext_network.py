@@ -8,9 +8,8 @@ Three localization modes, each with the pretext task that matches what it scores
 - ``"dense"``: one backbone pass per image; every cell of the stride-8 grid gets a locally aware feature
   (:func:`~anomalib_ssad.components.patch_grid.local_cell_features` of the first two stages) and a head
   embedding. Training classifies every cell of images with synthetic defects (the labels come from the defects'
-  masks); scoring embeds every cell of the test image the same way, as the backbone feature next to the head
-  embedding (``dense_features``), so the scorer keeps what the backbone knows about normal variation and adds
-  what the pretext task taught.
+  masks); scoring embeds every cell of the test image the same way, as its backbone feature, its head embedding
+  or both side by side (``dense_features``).
 - ``"patch"``: the paper's patch level: training on ``patch_size`` crops, scoring every window of a sliding
   grid (windows pooled from one pass, or each window cropped and embedded alone).
 - ``"image"``: whole-image embeddings; the anomaly map is Grad-CAM of the image score.
@@ -75,7 +74,7 @@ class PretextNetwork(nn.Module):
         localization: ``"dense"`` (cell scores), ``"image"`` (Grad-CAM on the last stage) or ``"patch"``
             (window scores).
         dense_features: ``"dense"`` mode: what each cell's scored embedding holds: the locally aware backbone
-            feature and the head embedding, each unit-normalised (``"backbone+head"``), or one of them.
+            feature (``"backbone"``), the head embedding (``"head"``) or both side by side (``"backbone+head"``).
         patch_size: Window size in pixels for patch-level localization.
         patch_stride: Window stride in pixels.
         patch_embedding: ``"dense"`` (one backbone pass, pooled per window) or ``"crops"`` (each window
@@ -160,8 +159,7 @@ class PretextNetwork(nn.Module):
         """
         stage_maps = self.backbone(images)
         if self.localization == "dense":
-            features = local_cell_features(stage_maps, DENSE_STAGES).permute(0, 2, 3, 1)
-            return [self.cell_embeddings(features).mean(dim=(1, 2))], stage_maps
+            return [self.cell_embeddings(_cells(stage_maps)).mean(dim=(1, 2))], stage_maps
         pooled = [feature_map.mean(dim=(2, 3)) for feature_map in stage_maps]
         return self._embed_groups(self._group_stages(pooled)), stage_maps
 
@@ -172,7 +170,7 @@ class PretextNetwork(nn.Module):
 
     def cell_features(self, images: torch.Tensor) -> torch.Tensor:
         """Locally aware backbone features of every cell, ``[B, Gh, Gw, C]``."""
-        return local_cell_features(self.backbone(images), DENSE_STAGES).permute(0, 2, 3, 1)
+        return _cells(self.backbone(images))
 
     def cell_embeddings(self, features: torch.Tensor) -> torch.Tensor:
         """Head embeddings ``[..., D]`` of cell features ``[..., C]`` (any leading shape)."""
@@ -281,3 +279,8 @@ class PretextNetwork(nn.Module):
         cam = grad_cam(last, input_gradient, image_size)
         peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12)
         return cam / peak[:, None, None, None] * score[:, None, None, None]
+
+
+def _cells(stage_maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Locally aware ``"dense"``-mode features of every cell, channels last: ``[B, Gh, Gw, C]``."""
+    return local_cell_features(stage_maps, DENSE_STAGES).permute(0, 2, 3, 1)

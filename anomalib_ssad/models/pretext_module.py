@@ -249,14 +249,14 @@ class PretextAnomalyModule(AnomalibModule):
         """Embeddings, logits and labels of the cells one dense pretext step trains on.
 
         Every cell is a sample, labelled from the exact defect mask (:func:`cell_labels`); all defective cells
-        are kept and ``normal_cells_per_image`` normal cells per image are drawn at random, so the head runs on
+        are kept and ``NORMAL_CELLS_PER_IMAGE`` normal cells per image are drawn at random, so the head runs on
         a few thousand cells per step instead of every cell of every image.
         """
         features = self.model.cell_features(images)
         targets = cell_labels(masks, labels, features.shape[1:3])
         normal = targets == 0
         draw = torch.rand(normal.shape, generator=self._torch_rng, device="cpu").to(normal.device)
-        # Rank each image's normal cells by a random key; keep the lowest ``normal_cells_per_image``.
+        # Rank each image's normal cells by a random key; keep the lowest NORMAL_CELLS_PER_IMAGE.
         keys = torch.where(normal, draw, torch.full_like(draw, 2.0)).flatten(1)
         kept_normal = torch.zeros_like(normal.flatten(1))
         quota = min(NORMAL_CELLS_PER_IMAGE, keys.shape[1])
