@@ -24,7 +24,7 @@ from lightning.pytorch import seed_everything
 
 from anomalib_ssad import SSAD
 from anomalib_ssad.benchmark.runner import shared_evaluator
-from anomalib_ssad.components.memory_bank import CentredParts
+from anomalib_ssad.components.memory_bank import CellScorer, CentredParts
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATASETS = {
@@ -44,8 +44,14 @@ TRAININGS = [
             ("default", {}),
             ("H2: backbone feature + head embedding", {"dense_features": "backbone+head"}),
             ("H2: head embedding only", {"dense_features": "head"}),
-            ("H2: no centring (cosine about the origin)", {"centring": False}),
-            ("H3: coreset bank", {"memory_bank_sampler": "coreset"}),
+            ("distance: cosine only", {"cell_distance": "cosine"}),
+            ("distance: Euclidean only", {"cell_distance": "euclidean"}),
+            ("distance: cosine about the origin + Euclidean", {"centring": False}),
+            ("H3: random bank", {"memory_bank_sampler": "random"}),
+            (
+                "cosine only, random bank (previous default)",
+                {"cell_distance": "cosine", "memory_bank_sampler": "random"},
+            ),
         ],
     ),
     (
@@ -82,8 +88,12 @@ def run(dataset: str, output: Path) -> None:
             if scoring:
                 scoring = {**DEFAULT_SCORING, **scoring}
                 model.model.dense_features = scoring["dense_features"]
-                parts = CentredParts(model.model.dense_part_sizes) if scoring["centring"] else _Uncentred(model)
-                model.model.centred_parts = parts
+                scorer = CellScorer(
+                    model.model.dense_part_sizes, model.hparams.memory_bank_size, scoring["cell_distance"]
+                )
+                if not scoring["centring"]:
+                    scorer.centred_parts = _Uncentred(model)
+                model.model.cell_scorer = scorer
                 model.memory_bank_sampler = scoring["memory_bank_sampler"]
                 model.rebuild_memory_banks(datamodule.train_dataloader())
                 # Refit the post-processor's normalisation on the new scores, as fitting does.
@@ -100,7 +110,12 @@ def run(dataset: str, output: Path) -> None:
             _append(output, row)
 
 
-DEFAULT_SCORING = {"dense_features": "backbone", "memory_bank_sampler": "random", "centring": True}
+DEFAULT_SCORING = {
+    "dense_features": "backbone",
+    "cell_distance": "cosine+euclidean",
+    "memory_bank_sampler": "coreset",
+    "centring": True,
+}
 
 
 class _Uncentred(CentredParts):

@@ -3,7 +3,7 @@ import torch
 from torch.nn import functional as F
 
 from anomalib_ssad.components import MemoryBank, knn_cosine_distance, knn_cosine_distance_gradient
-from anomalib_ssad.components.memory_bank import greedy_coreset
+from anomalib_ssad.components.memory_bank import CellScorer, greedy_coreset, knn_distance
 
 
 def brute_force(queries, bank, k):
@@ -101,3 +101,69 @@ def test_bank_fill_samplers():
         assert (bank.memory_bank[:, None] == embeddings[None]).all(dim=-1).any(dim=1).all()
     with pytest.raises(ValueError, match="sampler must be 'random' or 'coreset'"):
         MemoryBank(capacity=10).fill(embeddings, sampler="kmeans")
+
+
+@pytest.mark.parametrize(("num_queries", "bank_size", "chunk_size"), [(50, 200, 7), (3, 2, 4096)])
+def test_euclidean_knn_equals_brute_force(num_queries, bank_size, chunk_size):
+    generator = torch.Generator().manual_seed(0)
+    queries = torch.randn(num_queries, 16, generator=generator) * 3
+    bank = torch.randn(bank_size, 16, generator=generator) * 3
+    scores, neighbours = knn_distance(queries, bank, k=3, chunk_size=chunk_size, metric="euclidean")
+    distances, expected_neighbours = torch.cdist(queries, bank).topk(min(3, bank_size), dim=1, largest=False)
+    torch.testing.assert_close(scores, distances.mean(dim=1), atol=1e-4, rtol=1e-4)
+    assert (neighbours.sort(dim=1).values == expected_neighbours.sort(dim=1).values).all()
+    with pytest.raises(ValueError, match="metric"):
+        knn_distance(queries, bank, metric="manhattan")
+
+
+def test_euclidean_coreset_keeps_magnitudes_that_a_cosine_coreset_cannot_tell_apart():
+    # Every row points the same way; only the length differs. The cosine geometry sees one point.
+    lengths = torch.linspace(1.0, 10.0, 50)
+    embeddings = lengths[:, None] * torch.ones(1, 4)
+    keep = greedy_coreset(embeddings, 3, generator=torch.Generator().manual_seed(0), metric="euclidean")
+    assert {0, 49} <= set(keep.tolist())  # the shortest and the longest rows
+
+
+def _normal_cells(generator: torch.Generator, count: int = 400) -> torch.Tensor:
+    """Non-negative "activations" of one pattern whose strength varies (as lighting makes it), plus noise."""
+    pattern = torch.tensor([1.0, 2.0, 0.5, 1.5, 1.0, 0.2])
+    strength = 0.8 + 0.4 * torch.rand(count, 1, generator=generator)
+    return (strength * pattern + 0.02 * torch.randn(count, 6, generator=generator)).clamp_min(0.0)
+
+
+def test_cell_scorer_combines_direction_and_magnitude_in_units_of_a_normal_cell():
+    generator = torch.Generator().manual_seed(0)
+    normal = _normal_cells(generator)
+    scorers = {distance: CellScorer((6,), capacity=64, distance=distance) for distance in ("cosine", "euclidean")}
+    combined = CellScorer((6,), capacity=64)
+    for scorer in [*scorers.values(), combined]:
+        scorer.fit(normal, generator=torch.Generator().manual_seed(1))
+    fresh = _normal_cells(generator, 200)
+    # A typical normal cell scores about 1 (each distance is divided by a held-out normal cell's).
+    assert combined(fresh).mean().item() == pytest.approx(1.0, abs=0.25)
+    # A much brighter copy of a normal cell lies far away, but about the normal mean it points where normal
+    # variation (strength) points too: the cosine distance alone does not single it out; the others do.
+    brighter = fresh[:20] * 3.0
+    assert scorers["cosine"](brighter).median() < scorers["cosine"](fresh).median()
+    for scorer in (scorers["euclidean"], combined):
+        assert scorer(brighter).min() > scorer(fresh).max()
+    # A different pattern of the same strength: both distances single most of it out.
+    swapped = fresh[:20][:, [1, 0, 3, 2, 5, 4]]
+    for scorer in [*scorers.values(), combined]:
+        assert scorer(swapped).quantile(0.1) > scorer(fresh).quantile(0.9)
+    # The combined score is the mean of the two scaled distances.
+    expected = (scorers["cosine"](brighter) + scorers["euclidean"](brighter)) / 2
+    torch.testing.assert_close(combined(brighter), expected, rtol=0.05, atol=0.0)
+
+
+def test_cell_scorer_state_dict_restores_banks_and_scales():
+    generator = torch.Generator().manual_seed(0)
+    scorer = CellScorer((4, 2), capacity=16)
+    scorer.fit(_normal_cells(generator), generator=generator)
+    assert [len(bank) for bank in scorer.banks] == [16, 16]
+    restored = CellScorer((4, 2), capacity=16)
+    restored.load_state_dict(scorer.state_dict())
+    queries = _normal_cells(generator, 10)
+    torch.testing.assert_close(restored(queries), scorer(queries))
+    with pytest.raises(ValueError, match="distance"):
+        CellScorer((6,), distance="l1")

@@ -41,10 +41,10 @@ TINY_MODEL = {
 ANOMALIB = str(Path(sys.executable).with_name("anomalib"))
 
 
-def run(command: list[str], cwd: Path) -> str:
+def run(command: list[str], cwd: Path, expect_success: bool = True) -> str:
     env = {**os.environ, "TRUST_REMOTE_CODE": "1"}
     completed = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env, check=False)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert (completed.returncode == 0) == expect_success, completed.stdout[-3000:] + completed.stderr[-3000:]
     return completed.stdout + completed.stderr
 
 
@@ -63,6 +63,7 @@ def train_with_cli(workdir: Path, demo_root: Path, class_path: str, init_args: d
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     output = run([ANOMALIB, "train", "--config", "config.yaml"], workdir)
     assert "image_AUROC" in output
+    (workdir / "train_output.txt").write_text(output)
     run_dir = workdir / "results" / class_path.rsplit(".", 1)[-1] / "MVTecAD" / "bottle" / "v0"
     assert (run_dir / "weights" / "lightning" / "model.ckpt").exists()
     # predict and export take the model section alone
@@ -78,6 +79,36 @@ def trained_run(tmp_path_factory, demo_root):
     run_dir = train_with_cli(workdir, demo_root, "anomalib_ssad.SSAD", TINY_MODEL)
     assert any((run_dir / "images").rglob("*.png")), "no anomaly-map images written"
     return workdir, run_dir
+
+
+def _metric_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if "AUROC" in line or "AUPRO" in line]
+
+
+def test_cli_runs_with_the_same_seed_repeat_exactly(trained_run, tmp_path, demo_root):
+    """anomalib's CLI never applies --seed_everything; the model's seed makes two runs identical anyway."""
+    workdir, run_dir = trained_run
+    again = train_with_cli(tmp_path, demo_root, "anomalib_ssad.SSAD", TINY_MODEL)
+    first = torch.load(run_dir / "weights" / "lightning" / "model.ckpt", weights_only=False)["state_dict"]
+    second = torch.load(again / "weights" / "lightning" / "model.ckpt", weights_only=False)["state_dict"]
+    assert first.keys() == second.keys()
+    for key, value in first.items():
+        assert torch.equal(value, second[key]), key
+    assert (workdir / "train_output.txt").read_text().count("AUROC") > 0
+    assert _metric_lines((tmp_path / "train_output.txt").read_text()) == _metric_lines(
+        (workdir / "train_output.txt").read_text()
+    )
+
+
+def test_cli_rejects_a_bad_argument_before_training(trained_run):
+    workdir, _ = trained_run
+    output = run(
+        [ANOMALIB, "train", "--config", "config.yaml", "--model.init_args.patch_stride", "0"],
+        workdir,
+        expect_success=False,
+    )
+    assert "patch_stride must be > 0, got 0" in output
+    assert "Epoch" not in output  # failed at construction, before any training
 
 
 def test_cli_test_and_predict(trained_run, demo_root):

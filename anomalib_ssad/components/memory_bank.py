@@ -31,6 +31,7 @@ from torch.nn import functional as F  # noqa: N812
 _EPS = 1e-8
 
 Sampler = Literal["random", "coreset"]
+Metric = Literal["cosine", "euclidean"]
 
 
 def knn_cosine_distance(
@@ -58,6 +59,34 @@ def knn_cosine_distance(
     Raises:
         ValueError: If the bank is empty or the dimensions differ.
     """
+    return knn_distance(queries, bank, k=k, chunk_size=chunk_size, metric="cosine")
+
+
+def knn_distance(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    k: int = 3,
+    chunk_size: int = 4096,
+    metric: Metric = "cosine",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean distance of each query to its ``k`` nearest bank entries, searched in chunks.
+
+    Args:
+        queries: Query embeddings ``[N, D]``.
+        bank: Bank embeddings ``[M, D]`` with ``M >= 1``.
+        k: Number of neighbours (clipped to ``M``).
+        chunk_size: Rows per chunk for queries and bank.
+        metric: ``"cosine"`` (``1 - cos``, clamped to ``[0, 1]``) or ``"euclidean"``.
+
+    Returns:
+        ``(score [N], neighbours [N, k])``, neighbours as indices into ``bank``.
+
+    Raises:
+        ValueError: If the bank is empty, the dimensions differ or the metric is unknown.
+    """
+    if metric not in {"cosine", "euclidean"}:
+        msg = f"metric must be 'cosine' or 'euclidean', got {metric!r}."
+        raise ValueError(msg)
     if bank.numel() == 0:
         msg = "The memory bank is empty: train the model (or fill the bank) before scoring."
         raise ValueError(msg)
@@ -65,23 +94,32 @@ def knn_cosine_distance(
         msg = f"Query dimension {queries.shape[-1]} differs from the bank's {bank.shape[-1]}."
         raise ValueError(msg)
     k = min(k, bank.shape[0])
-    bank_unit = F.normalize(bank, dim=-1, eps=_EPS)
+    cosine = metric == "cosine"
+    # Both metrics search for the largest "similarity": the cosine, or minus the squared Euclidean distance.
+    bank = F.normalize(bank, dim=-1, eps=_EPS) if cosine else bank
+    bank_squared = None if cosine else (bank * bank).sum(dim=1)
     scores, neighbours = [], []
     # While exporting, the query count depends on the (dynamic) batch size; a Python loop over its chunks
     # would pin the batch size into the exported graph, so the export keeps all queries in one chunk.
     query_chunks = [queries] if torch.compiler.is_exporting() else queries.split(chunk_size)
     for query_chunk in query_chunks:
-        query_unit = F.normalize(query_chunk, dim=-1, eps=_EPS)
-        best_sim = query_unit.new_full((query_unit.shape[0], k), -2.0)
-        best_idx = torch.zeros((query_unit.shape[0], k), dtype=torch.long, device=queries.device)
-        for start in range(0, bank_unit.shape[0], chunk_size):
-            similarity = query_unit @ bank_unit[start : start + chunk_size].T
+        query = F.normalize(query_chunk, dim=-1, eps=_EPS) if cosine else query_chunk
+        query_squared = None if cosine else (query * query).sum(dim=1, keepdim=True)
+        best_sim = query.new_full((query.shape[0], k), -float("inf"))
+        best_idx = torch.zeros((query.shape[0], k), dtype=torch.long, device=queries.device)
+        for start in range(0, bank.shape[0], chunk_size):
+            similarity = query @ bank[start : start + chunk_size].T
+            if not cosine:
+                similarity = 2.0 * similarity - query_squared - bank_squared[start : start + chunk_size]
             chunk_sim, chunk_idx = similarity.topk(min(k, similarity.shape[1]), dim=1)
             merged_sim = torch.cat([best_sim, chunk_sim], dim=1)
             merged_idx = torch.cat([best_idx, chunk_idx + start], dim=1)
             best_sim, order = merged_sim.topk(k, dim=1)
             best_idx = merged_idx.gather(1, order)
-        scores.append((1.0 - best_sim).mean(dim=1).clamp(0.0, 1.0))
+        if cosine:
+            scores.append((1.0 - best_sim).mean(dim=1).clamp(0.0, 1.0))
+        else:
+            scores.append((-best_sim).clamp_min(0.0).sqrt().mean(dim=1))
         neighbours.append(best_idx)
     return torch.cat(scores), torch.cat(neighbours)
 
@@ -113,13 +151,15 @@ def greedy_coreset(
     generator: torch.Generator | None = None,
     max_candidates: int = 65536,
     projection_dim: int = 128,
+    metric: Metric = "cosine",
 ) -> torch.Tensor:
-    """Indices of a k-center-greedy coreset of ``size`` rows of ``embeddings [N, D]`` (cosine geometry).
+    """Indices of a k-center-greedy coreset of ``size`` rows of ``embeddings [N, D]``.
 
     Each step adds the candidate farthest from everything chosen so far, so rare normal patterns are kept
     that a random subset would drop. To bound the cost (``size`` passes over the candidates), the candidates
-    are a random subset of at most ``max_candidates`` rows, and unit-normalised rows are randomly projected to
-    ``projection_dim`` dimensions (distances are preserved approximately, as in PatchCore's sampler).
+    are a random subset of at most ``max_candidates`` rows, and the rows (unit-normalised for ``"cosine"``) are
+    randomly projected to ``projection_dim`` dimensions (distances are preserved approximately, as in
+    PatchCore's sampler).
 
     Args:
         embeddings: Candidate embeddings ``[N, D]``.
@@ -127,6 +167,7 @@ def greedy_coreset(
         generator: Random generator (candidate subset, projection, first centre).
         max_candidates: Largest number of rows searched.
         projection_dim: Dimension of the random projection (none if ``D`` is not larger).
+        metric: Geometry of the coverage: ``"cosine"`` or ``"euclidean"``.
 
     Returns:
         ``[min(size, N)]`` indices into ``embeddings``.
@@ -135,7 +176,9 @@ def greedy_coreset(
     if size >= num_rows:
         return torch.arange(num_rows, device=embeddings.device)
     candidates = torch.randperm(num_rows, generator=generator)[:max_candidates].to(embeddings.device)
-    points = F.normalize(embeddings[candidates].float(), dim=-1, eps=_EPS)
+    points = embeddings[candidates].float()
+    if metric == "cosine":
+        points = F.normalize(points, dim=-1, eps=_EPS)
     if points.shape[1] > projection_dim:
         projection = torch.randn(points.shape[1], projection_dim, generator=generator).to(points.device)
         points = points @ (projection / projection_dim**0.5)
@@ -194,17 +237,22 @@ class MemoryBank(DynamicBufferMixin, nn.Module):
     """FIFO memory bank of normal embeddings, saved in the checkpoint.
 
     Args:
-        capacity: Maximum number of entries kept by :meth:`truncate` (the newest ones).
+        capacity: Maximum number of entries kept by :meth:`truncate` (the newest ones) or :meth:`fill`.
+        metric: Distance of the k-NN search and geometry of the coreset: ``"cosine"`` or ``"euclidean"``.
     """
 
     memory_bank: torch.Tensor
 
-    def __init__(self, capacity: int = 2048) -> None:
+    def __init__(self, capacity: int = 2048, metric: Metric = "cosine") -> None:
         super().__init__()
         if capacity < 1:
             msg = f"Memory bank capacity must be >= 1, got {capacity}."
             raise ValueError(msg)
+        if metric not in {"cosine", "euclidean"}:
+            msg = f"Memory bank metric must be 'cosine' or 'euclidean', got {metric!r}."
+            raise ValueError(msg)
         self.capacity = capacity
+        self.metric = metric
         self.register_buffer("memory_bank", torch.empty(0, 0))
 
     def __len__(self) -> int:
@@ -244,7 +292,7 @@ class MemoryBank(DynamicBufferMixin, nn.Module):
         embeddings = embeddings.detach().to(self.memory_bank.device, torch.float32)
         if embeddings.shape[0] > self.capacity:
             if sampler == "coreset":
-                keep = greedy_coreset(embeddings, self.capacity, generator=generator)
+                keep = greedy_coreset(embeddings, self.capacity, generator=generator, metric=self.metric)
             else:
                 keep = torch.randperm(embeddings.shape[0], generator=generator)[: self.capacity]
             embeddings = embeddings[keep.to(embeddings.device)]
@@ -261,5 +309,98 @@ class MemoryBank(DynamicBufferMixin, nn.Module):
         k: int = 3,
         chunk_size: int = 4096,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:func:`knn_cosine_distance` of ``embeddings [N, D]`` against the bank: ``(score [N], neighbours [N, k])``."""
-        return knn_cosine_distance(embeddings, self.memory_bank, k=k, chunk_size=chunk_size)
+        """:func:`knn_distance` of ``embeddings [N, D]`` against the bank: ``(score [N], neighbours [N, k])``."""
+        return knn_distance(embeddings, self.memory_bank, k=k, chunk_size=chunk_size, metric=self.metric)
+
+
+CellDistance = Literal["cosine", "euclidean", "cosine+euclidean"]
+
+
+class CellScorer(DynamicBufferMixin, nn.Module):
+    """k-NN scorer of feature-grid cells: distances to the normal cells, each in units of a normal cell's own.
+
+    ``"cosine"`` compares directions about the normal mean (:class:`CentredParts`): it ignores how strongly a
+    cell deviates, so a reflection that only brightens a normal pattern stays normal. ``"euclidean"`` compares
+    raw features: it sees magnitude changes (a darker or brighter region) that cosine misses. The default,
+    ``"cosine+euclidean"``, keeps one bank per distance, each subsampled in its own geometry, and scores a cell
+    by the mean of its two distances, each divided by the mean distance of held-out normal cells (so both count
+    alike and a typical normal cell scores about 1). The measurements behind it are in
+    ``benchmarks/results/ssad_ablation``.
+
+    Args:
+        part_sizes: Sizes of the consecutive parts of an embedding (each centred and normalised on its own for
+            the cosine distance).
+        capacity: Rows kept in each bank.
+        distance: ``"cosine"``, ``"euclidean"`` or ``"cosine+euclidean"``.
+        num_neighbors: ``k`` of the k-NN distance.
+        chunk_size: Rows per chunk of the k-NN search.
+        holdout: Largest number of normal rows held out of the banks to measure a normal cell's distance.
+
+    Example:
+        >>> import torch
+        >>> scorer = CellScorer((4,), capacity=32)
+        >>> scorer.fit(torch.rand(200, 4) + 1.0)
+        >>> scorer(torch.rand(3, 4) + 1.0).shape
+        torch.Size([3])
+    """
+
+    scale: torch.Tensor
+
+    def __init__(
+        self,
+        part_sizes: tuple[int, ...],
+        capacity: int = 4096,
+        distance: CellDistance = "cosine+euclidean",
+        num_neighbors: int = 3,
+        chunk_size: int = 4096,
+        holdout: int = 20000,
+    ) -> None:
+        super().__init__()
+        if distance not in {"cosine", "euclidean", "cosine+euclidean"}:
+            msg = f"distance must be 'cosine', 'euclidean' or 'cosine+euclidean', got {distance!r}."
+            raise ValueError(msg)
+        self.metrics: tuple[Metric, ...] = tuple(distance.split("+"))  # type: ignore[assignment]
+        self.centred_parts = CentredParts(part_sizes)
+        self.banks = nn.ModuleList(MemoryBank(capacity, metric=metric) for metric in self.metrics)
+        self.num_neighbors = num_neighbors
+        self.chunk_size = chunk_size
+        self.holdout = holdout
+        self.register_buffer("scale", torch.ones(len(self.metrics)))
+
+    def _distances(self, embeddings: torch.Tensor) -> list[torch.Tensor]:
+        """Raw k-NN distance of ``embeddings [N, D]`` to each bank."""
+        return [
+            bank.nearest(
+                self.centred_parts(embeddings) if bank.metric == "cosine" else embeddings,
+                k=self.num_neighbors,
+                chunk_size=self.chunk_size,
+            )[0]
+            for bank in self.banks
+        ]
+
+    def fit(
+        self,
+        embeddings: torch.Tensor,
+        generator: torch.Generator | None = None,
+        sampler: Sampler = "coreset",
+    ) -> None:
+        """Fit on normal cells ``[N, D]``: the mean, the banks (``sampler`` subset) and the normal distances.
+
+        A tenth of the rows (at most ``holdout``, none if ``N < 2``) is kept out of the banks and scored against
+        them: their mean distance is the unit of each distance.
+        """
+        embeddings = embeddings.detach().float()
+        self.centred_parts.fit(embeddings)
+        order = torch.randperm(embeddings.shape[0], generator=generator).to(embeddings.device)
+        num_held = min(self.holdout, embeddings.shape[0] // 10)
+        held, rest = (embeddings[order[:num_held]], embeddings[order[num_held:]]) if num_held else (None, embeddings)
+        for bank in self.banks:
+            bank.fill(self.centred_parts(rest) if bank.metric == "cosine" else rest, generator, sampler)
+        self.scale = torch.ones_like(self.scale)
+        if held is not None:
+            distances = torch.stack([distance.mean() for distance in self._distances(held)])
+            self.scale = distances.clamp_min(_EPS).to(self.scale.device)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Anomaly score of every cell ``[N, D]``: mean over distances of distance / normal distance, ``[N]``."""
+        return (torch.stack(self._distances(embeddings), dim=1) / self.scale).mean(dim=1)

@@ -20,7 +20,8 @@ returns an ``InferenceBatch``.
 
 Example:
     >>> import torch
-    >>> from anomalib_ssad.components.pretext_network import PretextNetwork
+    >>> from anomalib_ssad.validation import check_non_negative, check_positive
+from anomalib_ssad.components.pretext_network import PretextNetwork
     >>> class NormScore(PretextNetwork):
     ...     def score(self, embeddings):
     ...         return embeddings[0].norm(dim=-1)
@@ -38,6 +39,8 @@ from typing import Literal
 import torch
 from anomalib.data import InferenceBatch
 from torch import nn
+
+from anomalib_ssad.validation import check_non_negative, check_positive
 
 from .backbone import build_backbone
 from .grad_cam import grad_cam
@@ -83,7 +86,7 @@ class PretextNetwork(nn.Module):
         sigma: Gaussian smoothing of the patch-level map, in pixels (0 disables).
 
     Raises:
-        ValueError: For an unknown ``fusion``, ``localization`` or ``patch_embedding``.
+        ValueError: For an unknown ``fusion``, ``localization`` or ``patch_embedding``, or a size out of range.
     """
 
     def __init__(
@@ -114,6 +117,14 @@ class PretextNetwork(nn.Module):
             raise ValueError(msg)
         if patch_embedding not in {"dense", "crops"}:
             msg = f"patch_embedding must be 'dense' or 'crops', got {patch_embedding!r}."
+            raise ValueError(msg)
+        check_positive(patch_size=patch_size, patch_stride=patch_stride, patch_batch_size=patch_batch_size)
+        check_non_negative(sigma=sigma)
+        if not head_dims or min(head_dims) < 1:
+            msg = f"head_dims must be a non-empty list of positive sizes, got {list(head_dims)!r}."
+            raise ValueError(msg)
+        if num_classes < 2:
+            msg = f"num_classes must be >= 2, got {num_classes!r}."
             raise ValueError(msg)
         self.backbone = build_backbone(backbone, pretrained=pretrained, weights_path=weights_path)
         self.fusion = fusion

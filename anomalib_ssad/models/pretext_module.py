@@ -20,7 +20,8 @@ Example:
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
@@ -31,6 +32,7 @@ from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Max, F1Score
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.visualization import Visualizer
+from lightning.pytorch import seed_everything
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
@@ -38,6 +40,7 @@ from torchvision.transforms.v2 import Compose, Normalize
 
 from anomalib_ssad.components import SyntheticAnomalyGenerator, cell_labels
 from anomalib_ssad.components.pretext_network import PretextNetwork
+from anomalib_ssad.validation import check_non_negative, check_positive
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +69,17 @@ class PretextAnomalyModule(AnomalibModule):
         batch_size: Pretext samples per optimizer step.
         draws_per_repeat: Pretext samples drawn per image and repeat (e.g. several crops in patch mode).
         freeze_batchnorm: Keep the backbone's BatchNorm statistics during stage 2 (its weights still train).
-        seed: Seed of the synthetic-anomaly random generator.
+        seed: Seed of everything the model draws: the network's initialisation (build it under
+            :func:`seeded`), synthetic anomalies, bank subsets, and, from the start of fitting, the process's
+            generators (so the training loader's order repeats too; Lightning's ``seed_everything``).
         pre_processor: Pre-processor (``True``: resize to 256 px and ImageNet normalisation).
         post_processor: Post-processor (``True``: anomalib's default).
         evaluator: Evaluator (``True``: image AUROC/F1, pixel AUROC/AUPRO).
         visualizer: Visualizer (``True``: anomalib's default).
 
     Raises:
-        ValueError: For negative epochs, no epoch at all, or an unknown optimizer.
+        ValueError: For negative epochs, no epoch at all, an unknown optimizer or a value out of range (the
+            message names the argument).
     """
 
     model: PretextNetwork
@@ -109,6 +115,17 @@ class PretextAnomalyModule(AnomalibModule):
             raise ValueError(msg)
         if optimizer not in {"sgd", "adam"}:
             msg = f"optimizer must be 'sgd' or 'adam', got {optimizer!r}."
+            raise ValueError(msg)
+        check_positive(
+            warmup_lr=warmup_lr,
+            finetune_lr=finetune_lr,
+            samples_per_epoch=samples_per_epoch,
+            batch_size=batch_size,
+            draws_per_repeat=draws_per_repeat,
+        )
+        check_non_negative(weight_decay=weight_decay)
+        if not 0 <= momentum < 1:
+            msg = f"momentum must lie in [0, 1), got {momentum!r}."
             raise ValueError(msg)
         self.warmup_epochs = warmup_epochs
         self.finetune_epochs = finetune_epochs
@@ -148,7 +165,7 @@ class PretextAnomalyModule(AnomalibModule):
         return self.warmup_epochs + self.finetune_epochs
 
     def on_fit_start(self) -> None:
-        """Align the trainer's epoch count with the schedule and size the per-epoch repeats."""
+        """Seed every generator from ``seed``, align the trainer's epochs with the schedule, size the repeats."""
         if self.trainer.max_epochs != self.max_epochs:
             logger.warning(
                 "%s's schedule is warmup_epochs + finetune_epochs = %d epochs; trainer.max_epochs=%s is "
@@ -158,6 +175,9 @@ class PretextAnomalyModule(AnomalibModule):
                 self.trainer.max_epochs,
             )
             self.trainer.fit_loop.max_epochs = self.max_epochs
+        # anomalib's CLI accepts --seed_everything but never applies it: the model's seed also fixes the
+        # process's generators (the training loader's order, anything else drawn while fitting).
+        seed_everything(self.seed, workers=True, verbose=False)
         self._rng = np.random.default_rng(self.seed)
         self._torch_rng = torch.Generator().manual_seed(self.seed)
         num_images = len(self._train_dataloader().dataset)
@@ -319,6 +339,14 @@ class PretextAnomalyModule(AnomalibModule):
             AUPRO(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
         ]
         return Evaluator(test_metrics=metrics)
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block (e.g. building a network) with torch's global generator seeded, then restore its state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def balanced_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -31,7 +31,8 @@ from torch import nn
 from anomalib_ssad.components import SyntheticAnomalyGenerator
 from anomalib_ssad.components.anomaly_generator import CUTPASTE_CLASSES, CutPasteVariant
 from anomalib_ssad.components.pretext_network import Localization, PatchEmbedding
-from anomalib_ssad.models.pretext_module import Optimizer, PretextAnomalyModule
+from anomalib_ssad.models.pretext_module import Optimizer, PretextAnomalyModule, seeded
+from anomalib_ssad.validation import check_interval, check_non_negative, check_positive
 
 from .torch_model import CutPasteModel
 
@@ -75,14 +76,16 @@ class CutPaste(PretextAnomalyModule):
         scar_height: CutPaste-Scar height range in pixels.
         max_angle: CutPaste-Scar rotation range in degrees.
         patch_jitter: Brightness, contrast, saturation and hue jitter of the pasted patch.
-        seed: Seed of the synthetic-anomaly random generator.
+        seed: Seed of everything the model draws (network initialisation, synthetic anomalies, bank subset)
+            and, from the start of fitting, of the process's generators: a fixed seed repeats a run.
         pre_processor: Pre-processor (``True``: resize to 256 px and ImageNet normalisation).
         post_processor: Post-processor (``True``: anomalib's default).
         evaluator: Evaluator (``True``: image AUROC/F1, pixel AUROC/AUPRO).
         visualizer: Visualizer (``True``: anomalib's default).
 
     Raises:
-        ValueError: For an unknown variant or optimizer, or an empty schedule.
+        ValueError: For an unknown variant or optimizer, an empty schedule or a value out of range (the message
+            names the argument).
     """
 
     def __init__(
@@ -123,6 +126,12 @@ class CutPaste(PretextAnomalyModule):
         if variant not in CUTPASTE_CLASSES:
             msg = f"variant must be one of {sorted(CUTPASTE_CLASSES)}, got {variant!r}."
             raise ValueError(msg)
+        check_positive(crops_per_image=crops_per_image)
+        check_non_negative(max_angle=max_angle, **{f"patch_jitter[{index}]": v for index, v in enumerate(patch_jitter)})
+        check_interval("area_ratio", area_ratio, high=1.0)
+        check_interval("aspect_ratio", aspect_ratio)
+        check_interval("scar_width", scar_width)
+        check_interval("scar_height", scar_height)
         super().__init__(
             warmup_epochs=warmup_epochs,
             finetune_epochs=finetune_epochs,
@@ -143,18 +152,19 @@ class CutPaste(PretextAnomalyModule):
         )
         self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
         self.variant = variant
-        self.model = CutPasteModel(
-            backbone=backbone,
-            pretrained=pretrained,
-            weights_path=weights_path,
-            head_dims=head_dims,
-            num_classes=len(CUTPASTE_CLASSES[variant]),
-            localization=localization,
-            patch_size=patch_size,
-            patch_stride=patch_stride,
-            patch_embedding=patch_embedding,
-            sigma=sigma,
-        )
+        with seeded(seed):
+            self.model = CutPasteModel(
+                backbone=backbone,
+                pretrained=pretrained,
+                weights_path=weights_path,
+                head_dims=head_dims,
+                num_classes=len(CUTPASTE_CLASSES[variant]),
+                localization=localization,
+                patch_size=patch_size,
+                patch_stride=patch_stride,
+                patch_embedding=patch_embedding,
+                sigma=sigma,
+            )
         self.generator = SyntheticAnomalyGenerator.cutpaste(
             variant,
             big_area_ratio=tuple(area_ratio),

@@ -28,12 +28,14 @@ from anomalib.visualization import Visualizer
 from torch import nn
 
 from anomalib_ssad.components import SyntheticAnomalyGenerator
-from anomalib_ssad.components.memory_bank import Sampler
-from anomalib_ssad.models.pretext_module import PretextAnomalyModule
+from anomalib_ssad.components.memory_bank import CellDistance, Sampler
+from anomalib_ssad.models.pretext_module import PretextAnomalyModule, seeded
+from anomalib_ssad.validation import check_fraction, check_interval, check_non_negative, check_positive
 
 from .torch_model import DenseFeatures, Fusion, Localization, PatchEmbedding, SSADModel
 
 MemoryBankSource = Literal["eval", "train"]
+_JITTER = ("color_jitter[brightness]", "color_jitter[contrast]", "color_jitter[saturation]", "color_jitter[hue]")
 DefectVariant = Literal["ssad", "sadsa"]
 
 
@@ -58,15 +60,19 @@ class SSAD(PretextAnomalyModule):
             mean: the locally aware backbone feature (``"backbone"``, the default: best image AUROC across the
             benchmark datasets), the pretext head's embedding (``"head"``) or both side by side
             (``"backbone+head"``). The head is trained in every case.
+        cell_distance: ``"dense"`` mode: how a cell is compared with the normal cells
+            (:class:`~anomalib_ssad.components.memory_bank.CellScorer`): ``"cosine+euclidean"`` (the default:
+            direction about the normal mean and magnitude, each in units of a normal cell's distance),
+            ``"cosine"`` or ``"euclidean"`` alone.
         patch_size: Patch side in pixels (pretext crops and scoring windows).
         patch_stride: Stride of the scoring windows.
         patch_embedding: ``"dense"`` (shared backbone pass) or ``"crops"`` (each window embedded alone).
         sigma: Gaussian smoothing of the patch-level map in pixels.
         num_neighbors: ``k`` of the k-NN cosine score.
         memory_bank_size: Capacity of the memory bank (FIFO for ``"train"``; for ``"eval"`` a subset chosen by
-            ``memory_bank_sampler``).
-        memory_bank_sampler: ``"random"`` (the default: a uniform subset) or ``"coreset"`` (greedy k-center
-            coreset, which keeps rare normal patterns; it did not beat the random subset in the ablation).
+            ``memory_bank_sampler``; in ``"dense"`` mode, of each distance's bank).
+        memory_bank_sampler: ``"coreset"`` (the default: greedy k-center coreset, which keeps rare normal
+            patterns) or ``"random"`` (a uniform subset).
         memory_bank_source: ``"eval"`` rebuilds the bank from clean training images in eval mode before every
             validation; ``"train"`` is the paper's bank: train-mode embeddings of jittered normal samples the
             classifier also predicts normal, cut to capacity (oldest dropped) at the end of every epoch.
@@ -94,7 +100,8 @@ class SSAD(PretextAnomalyModule):
         min_foreground: Patch mode: a crop with less object than this is labelled normal.
         object_mask_mode: ``"auto"``, ``"texture"``, ``"fixed"`` or ``"per_image"``.
         foreign_images: Folder or image files providing cut-paste content for textures.
-        seed: Seed of the synthetic-anomaly random generator.
+        seed: Seed of everything the model draws (network initialisation, synthetic anomalies, bank subset)
+            and, from the start of fitting, of the process's generators: a fixed seed repeats a run.
         pre_processor: Pre-processor (``True``: resize to 256 px and ImageNet normalisation).
         post_processor: Post-processor (``True``: anomalib's default).
         evaluator: Evaluator (``True``: image AUROC/F1, pixel AUROC/AUPRO).
@@ -111,6 +118,7 @@ class SSAD(PretextAnomalyModule):
         head_dims: Sequence[int] = (512, 512, 128),
         localization: Localization = "dense",
         dense_features: DenseFeatures = "backbone",
+        cell_distance: CellDistance = "cosine+euclidean",
         patch_size: int = 32,
         patch_stride: int = 8,
         patch_embedding: PatchEmbedding = "dense",
@@ -118,7 +126,7 @@ class SSAD(PretextAnomalyModule):
         num_neighbors: int = 3,
         memory_bank_size: int = 4096,
         memory_bank_source: MemoryBankSource = "eval",
-        memory_bank_sampler: Sampler = "random",
+        memory_bank_sampler: Sampler = "coreset",
         warmup_epochs: int = 4,
         finetune_epochs: int = 0,
         warmup_lr: float = 0.03,
@@ -162,6 +170,17 @@ class SSAD(PretextAnomalyModule):
             evaluator=evaluator,
             visualizer=visualizer,
         )
+        check_positive(crops_per_image=crops_per_image)
+        check_non_negative(max_angle=max_angle, **dict(zip(_JITTER, color_jitter, strict=True)))
+        check_fraction(min_foreground=min_foreground)
+        for name, interval, high in (
+            ("big_area_ratio", big_area_ratio, 1.0),
+            ("small_area_ratio", small_area_ratio, 1.0),
+            ("big_aspect_ratio", big_aspect_ratio, float("inf")),
+            ("small_aspect_ratio", small_aspect_ratio, float("inf")),
+        ):
+            if interval is not None:
+                check_interval(name, interval, high=high)
         if memory_bank_source not in {"eval", "train"}:
             msg = f"memory_bank_source must be 'eval' or 'train', got {memory_bank_source!r}."
             raise ValueError(msg)
@@ -172,21 +191,23 @@ class SSAD(PretextAnomalyModule):
             msg = f"memory_bank_sampler must be 'coreset' or 'random', got {memory_bank_sampler!r}."
             raise ValueError(msg)
         self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
-        self.model = SSADModel(
-            backbone=backbone,
-            pretrained=pretrained,
-            weights_path=weights_path,
-            fusion=fusion,
-            head_dims=head_dims,
-            memory_bank_size=memory_bank_size,
-            num_neighbors=num_neighbors,
-            localization=localization,
-            dense_features=dense_features,
-            patch_size=patch_size,
-            patch_stride=patch_stride,
-            patch_embedding=patch_embedding,
-            sigma=sigma,
-        )
+        with seeded(seed):
+            self.model = SSADModel(
+                backbone=backbone,
+                pretrained=pretrained,
+                weights_path=weights_path,
+                fusion=fusion,
+                head_dims=head_dims,
+                memory_bank_size=memory_bank_size,
+                num_neighbors=num_neighbors,
+                localization=localization,
+                dense_features=dense_features,
+                cell_distance=cell_distance,
+                patch_size=patch_size,
+                patch_stride=patch_stride,
+                patch_embedding=patch_embedding,
+                sigma=sigma,
+            )
         brightness, contrast, saturation, hue = color_jitter
         generator_args: dict[str, Any] = {
             "big_aspect_ratio": tuple(big_aspect_ratio),

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from anomalib_ssad.components import MemoryBank, knn_cosine_distance_gradient
-from anomalib_ssad.components.memory_bank import CentredParts, Sampler
+from anomalib_ssad.components.memory_bank import CellDistance, CellScorer, Sampler
 from anomalib_ssad.components.pretext_network import (
     DenseFeatures,
     Fusion,
@@ -34,6 +34,7 @@ from anomalib_ssad.components.pretext_network import (
     PatchEmbedding,
     PretextNetwork,
 )
+from anomalib_ssad.validation import check_positive
 
 __all__ = ["DenseFeatures", "Fusion", "Localization", "PatchEmbedding", "SSADModel"]
 
@@ -51,11 +52,12 @@ class SSADModel(PretextNetwork):
         head_dims: Output sizes of the head's ``Linear -> BatchNorm -> ReLU`` blocks; the first is the
             fully-connected reduction (e.g. 896 -> 512), the last the embedding size.
         num_classes: Pretext classes (normal, big defect, small defect).
-        memory_bank_size: Capacity of each memory bank.
+        memory_bank_size: Capacity of each memory bank (of each distance's bank in ``"dense"`` mode).
         num_neighbors: ``k`` of the k-NN score.
         localization: ``"dense"`` (cell scores), ``"image"`` (Grad-CAM on the last stage) or ``"patch"``
             (window scores).
         dense_features: ``"dense"`` mode: the scored embedding of a cell (see :class:`PretextNetwork`).
+        cell_distance: ``"dense"`` mode: distance of a cell to the normal cells (see :class:`CellScorer`).
         patch_size: Window size in pixels for patch-level localization.
         patch_stride: Window stride in pixels.
         patch_embedding: ``"dense"`` (one backbone pass, pooled per window) or ``"crops"`` (each window
@@ -77,6 +79,7 @@ class SSADModel(PretextNetwork):
         num_neighbors: int = 3,
         localization: Localization = "dense",
         dense_features: DenseFeatures = "backbone",
+        cell_distance: CellDistance = "cosine+euclidean",
         patch_size: int = 32,
         patch_stride: int = 8,
         patch_embedding: PatchEmbedding = "dense",
@@ -99,9 +102,15 @@ class SSADModel(PretextNetwork):
             patch_batch_size=patch_batch_size,
             sigma=sigma,
         )
-        self.memory_banks = nn.ModuleList(MemoryBank(memory_bank_size) for _ in self.heads)
-        # "dense" cells are compared about the normal mean, part by part (backbone feature, head embedding).
-        self.centred_parts = CentredParts(self.dense_part_sizes) if localization == "dense" else None
+        check_positive(memory_bank_size=memory_bank_size, num_neighbors=num_neighbors, knn_chunk_size=knn_chunk_size)
+        # "dense" cells have their own scorer; "patch" windows and "image" embeddings one cosine bank per head.
+        dense = localization == "dense"
+        self.memory_banks = nn.ModuleList(() if dense else (MemoryBank(memory_bank_size) for _ in self.heads))
+        self.cell_scorer = (
+            CellScorer(self.dense_part_sizes, memory_bank_size, cell_distance, num_neighbors, knn_chunk_size)
+            if dense
+            else None
+        )
         self.num_neighbors = num_neighbors
         self.knn_chunk_size = knn_chunk_size
 
@@ -111,17 +120,18 @@ class SSADModel(PretextNetwork):
         generator: torch.Generator | None = None,
         sampler: Sampler = "random",
     ) -> None:
-        """Fit the scorer on normal embeddings (``[N, D]`` per head): centring (``"dense"``), then the banks."""
-        if self.centred_parts is not None:
-            self.centred_parts.fit(embeddings[0])
-            embeddings = [self.centred_parts(embeddings[0])]
+        """Fit the scorer on normal embeddings (``[N, D]`` per head): the cell scorer or the banks."""
+        if self.cell_scorer is not None:
+            self.cell_scorer.fit(embeddings[0], generator=generator, sampler=sampler)
+            return
         for bank, embedding in zip(self.memory_banks, embeddings, strict=True):
             bank.fill(embedding, generator=generator, sampler=sampler)
 
     def _knn(self, embeddings: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], list]:
         """Combined k-NN score of flattened embeddings, with each head's scores and neighbours."""
-        if self.centred_parts is not None:
-            embeddings = [self.centred_parts(embeddings[0])]
+        if self.cell_scorer is not None:
+            score = self.cell_scorer(embeddings[0])
+            return score, [score], []
         results = [
             bank.nearest(embedding, k=self.num_neighbors, chunk_size=self.knn_chunk_size)
             for embedding, bank in zip(embeddings, self.memory_banks, strict=True)
@@ -136,7 +146,7 @@ class SSADModel(PretextNetwork):
     def score(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
         """Mean cosine distance to the ``k`` nearest bank entries (geometric mean over heads), ``[N]``.
 
-        ``"dense"`` cells are centred and normalised part by part first (:class:`CentredParts`), as the bank was.
+        ``"dense"`` cells are scored by the :class:`CellScorer` instead.
         """
         return self._knn(embeddings)[0]
 
