@@ -25,3 +25,12 @@ def test_config_builds(config, monkeypatch):
     assert type(model).__name__ == spec["model"]["class_path"].rpartition(".")[2]
     datamodule = build(spec["data"])
     assert datamodule.category == spec["data"]["init_args"]["category"]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[path.stem for path in CONFIGS])
+def test_config_logs_metrics_to_a_csv_file(config, tmp_path):
+    logger_spec = yaml.safe_load(config.read_text())["trainer"]["logger"]
+    logger = build({**logger_spec, "init_args": {**logger_spec["init_args"], "save_dir": str(tmp_path)}})
+    logger.log_metrics({"image_AUROC": 0.5}, step=0)
+    logger.save()
+    assert "image_AUROC" in (Path(logger.log_dir) / "metrics.csv").read_text()

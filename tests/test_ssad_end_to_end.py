@@ -1,10 +1,12 @@
 """SSAD through anomalib's CLI and Engine on small real images (the bundled MVTec bottle demo, at 64 px)."""
 
+import csv
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -121,6 +123,24 @@ def test_cli_test_and_predict(trained_run, demo_root):
     run([*command, "--default_root_dir", "predictions"], workdir)
     written = sorted(path.name for path in (workdir / "predictions").rglob("*.png"))
     assert written == sorted(path.name for path in images.glob("*.png"))
+
+
+def test_cli_predict_writes_a_table_of_scores(trained_run, demo_root):
+    """The README's predict command with the PredictionTable callback: one CSV row per image, maps beside it."""
+    workdir, run_dir = trained_run
+    checkpoint = str(run_dir / "weights" / "lightning" / "model.ckpt")
+    images = demo_root / "bottle" / "test" / "broken_large"
+    command = [ANOMALIB, "predict", "--model", "model.yaml", "--ckpt_path", checkpoint, "--data", str(images)]
+    command += ["--trainer.callbacks+=anomalib_ssad.callbacks.PredictionTable"]
+    command += ["--trainer.callbacks.output_dir", "table", "--default_root_dir", "predictions_table"]
+    run(command, workdir)
+    with (workdir / "table" / "predictions.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert sorted(Path(row["image_path"]).name for row in rows) == sorted(path.name for path in images.glob("*.png"))
+    for row in rows:
+        assert 0.0 <= float(row["pred_score"]) <= 1.0
+        assert row["pred_label"] in {"0", "1"}
+        assert cv2.imread(row["anomaly_map"], cv2.IMREAD_UNCHANGED).shape == (64, 64)
 
 
 def test_export_torch_and_onnx_give_checkpoint_scores(trained_run, demo_root):

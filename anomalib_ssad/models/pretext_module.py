@@ -40,6 +40,7 @@ from torchvision.transforms.v2 import Compose, Normalize
 
 from anomalib_ssad.components import SyntheticAnomalyGenerator, cell_labels
 from anomalib_ssad.components.pretext_network import PretextNetwork
+from anomalib_ssad.data_checks import check_training_images, describe_problems, unusable_images
 from anomalib_ssad.validation import check_non_negative, check_positive
 
 logger = logging.getLogger(__name__)
@@ -178,6 +179,7 @@ class PretextAnomalyModule(AnomalibModule):
         # anomalib's CLI accepts --seed_everything but never applies it: the model's seed also fixes the
         # process's generators (the training loader's order, anything else drawn while fitting).
         seed_everything(self.seed, workers=True, verbose=False)
+        check_training_images(getattr(self.trainer, "datamodule", None))
         self._rng = np.random.default_rng(self.seed)
         self._torch_rng = torch.Generator().manual_seed(self.seed)
         num_images = len(self._train_dataloader().dataset)
@@ -311,7 +313,22 @@ class PretextAnomalyModule(AnomalibModule):
     def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score the batch; anomalib fits normalisation and thresholds on these outputs."""
         del args, kwargs
+        self._warn_unusable(batch)
         return batch.update(**self.model(batch.image)._asdict())
+
+    def test_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Score the batch, warning by name about images that cannot be real (blank, not 8-bit)."""
+        return self.validation_step(batch, *args, **kwargs)
+
+    def predict_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
+        """Score the batch, warning by name about images that cannot be real (blank, not 8-bit)."""
+        return self.validation_step(batch, *args, **kwargs)
+
+    @staticmethod
+    def _warn_unusable(batch: Batch) -> None:
+        problems = unusable_images(batch.image, getattr(batch, "image_path", None))
+        if problems:
+            logger.warning("Scoring images that are not real captures:\n%s", describe_problems(problems))
 
     @property
     def trainer_arguments(self) -> dict[str, Any]:
