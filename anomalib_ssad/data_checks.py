@@ -98,6 +98,33 @@ def check_training_images(datamodule: Any) -> None:
         raise ValueError(msg)
 
 
+def check_evaluation_images(datamodule: Any, split: str) -> None:
+    """Fail before evaluating if a file of ``split`` (``"val_data"`` or ``"test_data"``) cannot be read.
+
+    Images that read but cannot be real (constant, more than 8 bits) are scored, with a warning per batch
+    (:func:`unusable_images`).
+
+    Raises:
+        ValueError: Naming every unreadable (e.g. truncated) file.
+    """
+    samples = _samples(datamodule, split)
+    if samples is None:
+        return
+    problems = [
+        (path, problem)
+        for path in samples["image_path"]
+        if (problem := image_problem(path)) is not None and problem.startswith("unreadable")
+    ]
+    if problems:
+        msg = f"{len(problems)} {split.removesuffix('_data')} images cannot be read:\n" + describe_problems(problems)
+        raise ValueError(msg)
+
+
+def _samples(datamodule: Any, split: str) -> Any:
+    """The ``samples`` table of a datamodule's split, or ``None`` if it has none."""
+    return getattr(getattr(datamodule, split, None), "samples", None)
+
+
 def unusable_images(images: torch.Tensor, paths: Sequence[str] | None) -> list[tuple[str, str]]:
     """``(path, problem)`` for each image of a batch that is constant or whose file is not 8-bit.
 

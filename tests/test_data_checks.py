@@ -12,7 +12,7 @@ from anomalib.engine import Engine
 from PIL import Image
 
 from anomalib_ssad import SSAD
-from anomalib_ssad.data_checks import check_training_images, image_problem, unusable_images
+from anomalib_ssad.data_checks import check_evaluation_images, check_training_images, image_problem, unusable_images
 
 
 def _write(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
@@ -82,3 +82,14 @@ def test_blank_test_image_is_scored_with_a_warning_naming_it(bad_files, caplog):
     with caplog.at_level(logging.WARNING):
         model._warn_unusable(ImageBatch(image=images, image_path=paths))
     assert "scan_0002.png: constant image" in caplog.text
+
+
+def test_truncated_test_image_fails_naming_the_file(demo_root, tmp_path):
+    root = _demo_copy(demo_root, tmp_path)
+    bad = root / "bottle" / "test" / "good" / "000.png"
+    bad.write_bytes(bad.read_bytes()[:300])
+    datamodule = MVTecAD(root=root, category="bottle", num_workers=0, val_split_mode="same_as_test")
+    datamodule.setup("test")
+    for split in ("test", "val"):
+        with pytest.raises(ValueError, match=rf"^1 {split} images cannot be read:\n  .*000.png: unreadable image"):
+            check_evaluation_images(datamodule, f"{split}_data")

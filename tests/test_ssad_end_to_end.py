@@ -68,9 +68,10 @@ def train_with_cli(workdir: Path, demo_root: Path, class_path: str, init_args: d
     (workdir / "train_output.txt").write_text(output)
     run_dir = workdir / "results" / class_path.rsplit(".", 1)[-1] / "MVTecAD" / "bottle" / "v0"
     assert (run_dir / "weights" / "lightning" / "model.ckpt").exists()
-    # predict and export take the model section alone
-    model_config = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
-    (workdir / "model.yaml").write_text(yaml.safe_dump(model_config))
+    # predict and export take the model section alone: the README's command writes it
+    extract = "import sys, yaml; print(yaml.safe_dump(yaml.safe_load(open(sys.argv[1]))['model']))"
+    (workdir / "model.yaml").write_text(run([sys.executable, "-c", extract, str(run_dir / "config.yaml")], workdir))
+    assert yaml.safe_load((workdir / "model.yaml").read_text())["class_path"] == class_path
     return run_dir
 
 
@@ -100,6 +101,11 @@ def test_cli_runs_with_the_same_seed_repeat_exactly(trained_run, tmp_path, demo_
     assert _metric_lines((tmp_path / "train_output.txt").read_text()) == _metric_lines(
         (workdir / "train_output.txt").read_text()
     )
+
+
+def test_cli_model_help_lists_the_plugin_arguments(tmp_path):
+    output = run([ANOMALIB, "train", "--model.help", "anomalib_ssad.SSAD"], tmp_path)
+    assert "--model.init_args.cell_distance" in output and "--model.init_args.seed" in output
 
 
 def test_cli_rejects_a_bad_argument_before_training(trained_run):
@@ -166,6 +172,9 @@ def test_export_torch_and_onnx_give_checkpoint_scores(trained_run, demo_root):
 
     onnxruntime = pytest.importorskip("onnxruntime")
     session = onnxruntime.InferenceSession(str(workdir / "export" / "weights" / "onnx" / "model.onnx"))
+    # as the README documents: one raw [0, 1] image input, post-processed outputs
+    assert [node.name for node in session.get_inputs()] == ["input"]
+    assert [node.name for node in session.get_outputs()] == ["pred_score", "pred_label", "anomaly_map", "pred_mask"]
     onnx_scores = session.run(["pred_score"], {session.get_inputs()[0].name: images.numpy()})[0]
     np.testing.assert_allclose(onnx_scores, expected.pred_score.numpy(), atol=1e-4)
 

@@ -20,8 +20,7 @@ returns an ``InferenceBatch``.
 
 Example:
     >>> import torch
-    >>> from anomalib_ssad.validation import check_non_negative, check_positive
-from anomalib_ssad.components.pretext_network import PretextNetwork
+    >>> from anomalib_ssad.components.pretext_network import PretextNetwork
     >>> class NormScore(PretextNetwork):
     ...     def score(self, embeddings):
     ...         return embeddings[0].norm(dim=-1)
@@ -191,7 +190,7 @@ class PretextNetwork(nn.Module):
         """Raw embedding of every cell, ``[B, Gh, Gw, D]`` (one tensor: ``"dense"`` mode has one head).
 
         ``"backbone+head"`` concatenates the locally aware backbone feature and the head embedding; the scorer
-        centres and normalises each part (:class:`~anomalib_ssad.components.memory_bank.CentredParts`).
+        compares them (:class:`~anomalib_ssad.components.memory_bank.CellScorer`).
         """
         features = self.cell_features(images)
         if self.dense_features == "backbone":

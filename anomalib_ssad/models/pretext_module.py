@@ -40,7 +40,12 @@ from torchvision.transforms.v2 import Compose, Normalize
 
 from anomalib_ssad.components import SyntheticAnomalyGenerator, cell_labels
 from anomalib_ssad.components.pretext_network import PretextNetwork
-from anomalib_ssad.data_checks import check_training_images, describe_problems, unusable_images
+from anomalib_ssad.data_checks import (
+    check_evaluation_images,
+    check_training_images,
+    describe_problems,
+    unusable_images,
+)
 from anomalib_ssad.validation import check_non_negative, check_positive
 
 logger = logging.getLogger(__name__)
@@ -290,6 +295,14 @@ class PretextAnomalyModule(AnomalibModule):
     def on_train_epoch_end(self) -> None:
         """Step the learning-rate schedule."""
         self.lr_schedulers().step()
+
+    def on_validation_start(self) -> None:
+        """Fail at once, naming them, on validation files that cannot be read."""
+        check_evaluation_images(getattr(self.trainer, "datamodule", None), "val_data")
+
+    def on_test_start(self) -> None:
+        """Fail at once, naming them, on test files that cannot be read."""
+        check_evaluation_images(getattr(self.trainer, "datamodule", None), "test_data")
 
     def on_validation_epoch_start(self) -> None:
         """Refit the normal model with the current weights, so validation and test see the same scorer."""
