@@ -236,3 +236,44 @@ def test_job_seed_reaches_the_model_seed(monkeypatch):
         with pytest.raises(StopError):
             runner.run_job(runner.Job(model=model, dataset={"name": "d", "class_path": "x.D"}, seed=2))
         assert built["seed"] == expected
+
+
+def test_folder_dataset_without_masks_gets_image_metrics_and_timing(tmp_path, demo_root):
+    """anomalib's Folder with no mask_dir: image metrics filled, pixel metrics n/a, batch-1 latency measured."""
+    config = {
+        "output": str(tmp_path / "results"),
+        "seeds": [0],
+        "image_size": 64,
+        "datasets": [
+            {
+                "name": "bottle_folder",
+                "class_path": "anomalib.data.Folder",
+                "init_args": {
+                    "name": "bottle_folder",
+                    "root": str(demo_root / "bottle"),
+                    "normal_dir": "train/good",
+                    "abnormal_dir": "test/broken_large",
+                    "normal_test_dir": "test/good",
+                    "num_workers": 0,
+                    "eval_batch_size": 8,
+                },
+            },
+        ],
+        "models": [{"name": "ssad", "class_path": "anomalib_ssad.SSAD", "init_args": TINY_MODEL}],
+    }
+    config_path = tmp_path / "folder.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    (row,) = run_benchmark(config_path)
+    assert row["status"] == "ok", row["error"]
+    assert 0.0 <= float(row["image_AUROC"]) <= 1.0
+    assert np.isnan(float(row["pixel_AUROC"])) and np.isnan(float(row["pixel_AUPRO"]))
+    assert float(row["latency_ms_batch1"]) > 0 and float(row["inference_images_per_second"]) > 0
+    assert "| n/a |" in (tmp_path / "results" / "results.md").read_text()
+
+
+def test_inference_runs_on_the_jobs_accelerator():
+    assert runner.inference_device("cpu") == torch.device("cpu")
+    assert runner.inference_device("gpu") == torch.device("cuda")
+    assert runner.inference_device("cuda") == torch.device("cuda")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert runner.inference_device("auto").type == expected

@@ -136,7 +136,7 @@ def anomaly_map_figure(runs: dict[str, dict[str, np.ndarray]], dataset: str) -> 
     if not runs:
         return None
     reference = next(iter(runs.values()))
-    images, masks = reference["image"].astype(np.float32), reference["gt_mask"]
+    images, masks = reference["image"].astype(np.float32), reference.get("gt_mask")
     columns = len(images)
     if columns == 0:
         return None
@@ -145,7 +145,10 @@ def anomaly_map_figure(runs: dict[str, dict[str, np.ndarray]], dataset: str) -> 
     for column in range(columns):
         image = images[column].transpose(1, 2, 0)
         grid[0, column].imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray")
-        grid[1, column].imshow(masks[column], cmap="gray", vmin=0, vmax=1)
+        if masks is not None:
+            grid[1, column].imshow(masks[column], cmap="gray", vmin=0, vmax=1)
+        else:
+            grid[1, column].text(0.5, 0.5, "no mask", ha="center", va="center", fontsize="small")
     grid[0, 0].set_ylabel("image", fontsize="small")
     grid[1, 0].set_ylabel("ground truth", fontsize="small")
     for row, (label, predictions) in enumerate(runs.items(), start=2):

@@ -74,6 +74,7 @@ COLUMNS = (
     "pixel_AUPRO",
     "train_seconds",
     "inference_images_per_second",
+    "latency_ms_batch1",
     "peak_rss_mb",
     "error",
 )
@@ -259,7 +260,9 @@ def run_job(job: Job) -> dict[str, Any]:
     train_seconds = time.perf_counter() - start
     metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
     examples = example_indices(datamodule.test_data.samples.label_index.to_numpy())
-    images_per_second, predictions = _timed_inference(model, datamodule.test_dataloader(), examples)
+    device = inference_device(job.accelerator)
+    images_per_second, predictions = _timed_inference(model, datamodule.test_dataloader(), examples, device)
+    latency_ms = batch1_latency_ms(model, datamodule.test_dataloader(), device)
     np.savez_compressed(job_dir / "predictions.npz", **predictions)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
     return {
@@ -271,6 +274,7 @@ def run_job(job: Job) -> dict[str, Any]:
         **{key: float(metrics.get(key, math.nan)) for key in METRICS},
         "train_seconds": round(train_seconds, 1),
         "inference_images_per_second": round(images_per_second, 2),
+        "latency_ms_batch1": round(latency_ms, 2),
         "peak_rss_mb": round(peak_kb / 1024),
     }
 
@@ -299,30 +303,62 @@ def example_indices(labels: np.ndarray, count: int = NUM_EXAMPLES) -> np.ndarray
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=int)
 
 
-def _timed_inference(model: Any, dataloader: Any, examples: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
-    """Images/s of the eval forward (pre-processing, score and anomaly map), and the raw predictions.
+def inference_device(accelerator: str) -> Any:
+    """The ``torch.device`` a job's model runs on at inference: CUDA for ``gpu``/``cuda`` (and ``auto`` with one)."""
+    import torch
+
+    if accelerator in {"gpu", "cuda"} or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _synchronize(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed_inference(
+    model: Any,
+    dataloader: Any,
+    examples: np.ndarray,
+    device: Any = None,
+) -> tuple[float, dict[str, np.ndarray]]:
+    """Images/s of the eval forward (pre-processing, score and anomaly map) on ``device``, and the predictions.
+
+    The model and every batch are moved to ``device`` (the job's accelerator: after ``engine.test`` Lightning
+    leaves the model on the CPU); the first batch is a warm-up run outside the timing, and CUDA is
+    synchronised before each clock reading.
 
     Args:
         model: Trained anomalib model.
         dataloader: Test loader (not shuffled, so positions match :func:`example_indices`).
         examples: Test-set indices whose images, ground-truth masks and anomaly maps are kept.
+        device: Where to run (default: CPU).
 
     Returns:
         Throughput, and arrays ``pred_score``, ``gt_label``, ``example_index``, ``image`` (``[N, 3, H, W]`` in
-        [0, 1] at the model's input size), ``gt_mask``, plus ``anomaly_map`` if the model returns one and
-        ``embedding`` (whole test set) if its torch model has an ``embed`` method.
+        [0, 1] at the model's input size), ``gt_mask`` if the dataset has masks, ``anomaly_map`` if the model
+        returns one, and ``embedding`` (whole test set) if its torch model has an ``embed`` method.
     """
     import torch
     from torch.nn.functional import interpolate
 
-    model.eval()
+    device = device if device is not None else torch.device("cpu")
+    model.eval().to(device)
     columns: dict[str, list[torch.Tensor]] = {}
-    elapsed, start_index = 0.0, 0
+    elapsed, start_index, warm = 0.0, 0, False
     with torch.no_grad():
         for batch in dataloader:
+            images = batch.image.to(device)
+            if not warm:
+                _forward(model, images)  # warm-up: allocator, kernels, lazy initialisation
+                warm = True
+            _synchronize(device)
             start = time.perf_counter()
-            inputs = model.pre_processor(batch.image) if model.pre_processor else batch.image
-            output = model.model(inputs)
+            inputs, output = _forward(model, images)
+            _synchronize(device)
             elapsed += time.perf_counter() - start
             size = len(batch.image)
             columns.setdefault("pred_score", []).append(output.pred_score.flatten().cpu())
@@ -336,16 +372,52 @@ def _timed_inference(model: Any, dataloader: Any, examples: np.ndarray) -> tuple
                 continue
             input_size = inputs.shape[-2:]
             columns.setdefault("image", []).append(interpolate(batch.image[keep], size=input_size, mode="bilinear"))
-            mask = batch.gt_mask.reshape(size, 1, *batch.gt_mask.shape[-2:])[keep].float()
-            columns.setdefault("gt_mask", []).append(interpolate(mask, size=input_size, mode="nearest")[:, 0])
+            if batch.gt_mask is not None:  # a Folder dataset without mask_dir has none
+                mask = batch.gt_mask.reshape(size, 1, *batch.gt_mask.shape[-2:])[keep].float()
+                columns.setdefault("gt_mask", []).append(interpolate(mask, size=input_size, mode="nearest")[:, 0])
             if output.anomaly_map is not None:
                 anomaly_map = output.anomaly_map.reshape(size, *output.anomaly_map.shape[-2:])[keep]
                 columns.setdefault("anomaly_map", []).append(anomaly_map.cpu())
+    model.cpu()
     predictions = {key: torch.cat(values).numpy() for key, values in columns.items()}
     predictions["example_index"] = examples
     predictions["image"] = predictions["image"].clip(0, 1).astype(np.float16)
-    predictions["gt_mask"] = predictions["gt_mask"].astype(np.uint8)
+    if "gt_mask" in predictions:
+        predictions["gt_mask"] = predictions["gt_mask"].astype(np.uint8)
     return start_index / max(elapsed, 1e-9), predictions
+
+
+def batch1_latency_ms(model: Any, dataloader: Any, device: Any = None, repeats: int = 20) -> float:
+    """Median time of one single-image eval forward on ``device``, in milliseconds (after two warm-up runs).
+
+    Args:
+        model: Trained anomalib model.
+        dataloader: Loader whose first image is used.
+        device: Where to run (default: CPU).
+        repeats: Timed runs.
+    """
+    import torch
+
+    device = device if device is not None else torch.device("cpu")
+    model.eval().to(device)
+    image = next(iter(dataloader)).image[:1].to(device)
+    times = []
+    with torch.no_grad():
+        for run in range(repeats + 2):
+            _synchronize(device)
+            start = time.perf_counter()
+            _forward(model, image)
+            _synchronize(device)
+            if run >= 2:
+                times.append(time.perf_counter() - start)
+    model.cpu()
+    return 1000.0 * float(np.median(times))
+
+
+def _forward(model: Any, images: Any) -> tuple[Any, Any]:
+    """Pre-process and score a batch: ``(model inputs, InferenceBatch)``."""
+    inputs = model.pre_processor(images) if model.pre_processor else images
+    return inputs, model.model(inputs)
 
 
 def image_embedding(torch_model: Any, inputs: Any) -> Any:
@@ -373,7 +445,7 @@ def read_results(path: Path) -> list[dict[str, str]]:
 
 def write_markdown(rows: list[dict[str, str]], path: Path, command: str) -> None:
     """Summarise result rows as a markdown table."""
-    header = ["model", "dataset", "seed", "status", *COLUMNS[5:12]]
+    header = ["model", "dataset", "seed", "status", *COLUMNS[COLUMNS.index("image_AUROC") : COLUMNS.index("error")]]
     lines = [
         f"Command: `{command}`",
         "",
