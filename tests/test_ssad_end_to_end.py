@@ -194,3 +194,32 @@ def test_engine_fit_and_checkpoint_round_trip(tmp_path, demo_root):
     assert 0 < len(model.model.memory_banks[0]) <= model.hparams.memory_bank_size
     restored = assert_checkpoint_round_trip(engine, model, demo_root, tmp_path)
     torch.testing.assert_close(restored.model.memory_banks[0].memory_bank, model.model.memory_banks[0].memory_bank)
+
+
+def test_ddp_two_processes_fit_one_normal_model_from_all_images(trained_run, tmp_path, demo_root):
+    """Plain `--trainer.strategy ddp` with 2 CPU processes (gloo): runs, and the checkpoint's normal model comes
+    from every training image, as in one process (each process embeds half and the halves are gathered)."""
+    from anomalib_ssad import SSAD
+
+    workdir, run_dir = trained_run
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["default_root_dir"] = str(tmp_path / "results")
+    config["trainer"].update({"devices": 2, "strategy": "ddp", "accelerator": "cpu"})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    output = run([ANOMALIB, "train", "--config", "config.yaml"], tmp_path)
+    assert "image_AUROC" in output
+
+    def load(run_folder: Path) -> SSAD:
+        checkpoint = run_folder / "weights" / "lightning" / "model.ckpt"
+        return SSAD.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
+
+    single, ddp = load(run_dir), load(tmp_path / "results" / "SSAD" / "MVTecAD" / "bottle" / "v0")
+    # 30 images x 8 x 8 cells at 64 px fit in the bank whole (less the held-out tenth): its size counts the
+    # images every process contributed; one process's half would give 864 rows.
+    for single_bank, ddp_bank in zip(single.model.cell_scorer.banks, ddp.model.cell_scorer.banks, strict=True):
+        assert len(single_bank) == 30 * 8 * 8 - 192
+        assert ddp_bank.memory_bank.shape == single_bank.memory_bank.shape
+    images = demo_test_images(demo_root)
+    with torch.no_grad():
+        single_scores, ddp_scores = single(images).pred_score, ddp(images).pred_score
+    assert torch.corrcoef(torch.stack([single_scores, ddp_scores]))[0, 1] > 0.8

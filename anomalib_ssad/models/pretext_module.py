@@ -185,8 +185,10 @@ class PretextAnomalyModule(AnomalibModule):
         # process's generators (the training loader's order, anything else drawn while fitting).
         seed_everything(self.seed, workers=True, verbose=False)
         check_training_images(getattr(self.trainer, "datamodule", None))
-        self._rng = np.random.default_rng(self.seed)
-        self._torch_rng = torch.Generator().manual_seed(self.seed)
+        # Under DDP every process draws its own synthetic anomalies (rank 0 draws what one process would).
+        rank = self.trainer.global_rank
+        self._rng = np.random.default_rng([self.seed, rank] if rank else self.seed)
+        self._torch_rng = torch.Generator().manual_seed(self.seed + _RANK_SEED_STRIDE * rank)
         num_images = len(self._train_dataloader().dataset)
         self._repeats = max(1, math.ceil(self.samples_per_epoch / max(num_images, 1)))
 
@@ -197,15 +199,24 @@ class PretextAnomalyModule(AnomalibModule):
             raise RuntimeError(msg)
         return datamodule.train_dataloader()
 
+    def setup(self, stage: str) -> None:
+        """Without fine-tuning the backbone never trains: freeze it before Lightning wraps the model (DDP)."""
+        del stage
+        if self.finetune_epochs == 0:
+            self.model.backbone.requires_grad_(False)
+
     def on_train_epoch_start(self) -> None:
         """Stage 1 freezes the backbone (weights and BatchNorm statistics); stage 2 trains its weights too.
 
         With ``freeze_batchnorm`` the backbone stays in eval mode in stage 2: pretext batches (32 px crops, or
         images with synthetic defects) would otherwise pull the BatchNorm statistics away from those of the
         clean whole images the scorer sees, which cost 0.08 pixel AUROC on MVTec bottle (see README).
+        Under DDP the parameters that train may not change once the model is wrapped, so when a stage 2
+        follows, stage 1 keeps the backbone's gradients and freezes it through its zero learning rate.
         """
         frozen = self.current_epoch < self.warmup_epochs
-        self.model.backbone.requires_grad_(not frozen)
+        if self.finetune_epochs == 0 or self.trainer.world_size == 1:
+            self.model.backbone.requires_grad_(not frozen)
         self.model.backbone.train(not frozen and not self.freeze_batchnorm)
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -311,17 +322,51 @@ class PretextAnomalyModule(AnomalibModule):
 
     @torch.no_grad()
     def collect_normal_embeddings(self, dataloader: torch.utils.data.DataLoader) -> list[torch.Tensor]:
-        """Eval-mode embeddings of the clean images of ``dataloader``, ``[N, D]`` per head."""
+        """Eval-mode embeddings of the clean images of ``dataloader``, ``[N, D]`` per head.
+
+        Under DDP each process embeds its share of the images (every ``world_size``-th, unshuffled) and the
+        shares are gathered, so every process fits the same normal model from all images.
+        """
         was_training = self.model.training
         self.model.eval()
         collected: list[list[torch.Tensor]] = [[] for _ in self.model.heads]
-        for batch in dataloader:
+        for batch in self._shard(dataloader):
             images = batch.image.to(self.device)
             images = self.pre_processor(images) if self.pre_processor else images
             for store, embedding in zip(collected, self.model.normal_embeddings(images), strict=True):
                 store.append(embedding)
         self.model.train(was_training)
-        return [torch.cat(store) for store in collected]
+        return [self.gather_rows(torch.cat(store)) for store in collected]
+
+    def _world_size(self) -> int:
+        trainer = self._trainer
+        return trainer.world_size if trainer is not None else 1
+
+    def _shard(self, dataloader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
+        """This process's share of ``dataloader``'s images (all of them in a single process)."""
+        world_size = self._world_size()
+        if world_size == 1:
+            return dataloader
+        dataset = dataloader.dataset
+        share = torch.utils.data.Subset(dataset, range(self.trainer.global_rank, len(dataset), world_size))
+        return torch.utils.data.DataLoader(
+            share,
+            batch_size=dataloader.batch_size,
+            shuffle=False,
+            num_workers=dataloader.num_workers,
+            collate_fn=dataloader.collate_fn,
+        )
+
+    def gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Rows ``[N_rank, D]`` of every process, concatenated in rank order (``rows`` in a single process)."""
+        world_size = self._world_size()
+        if world_size == 1:
+            return rows
+        counts = self.all_gather(torch.tensor(rows.shape[0], device=rows.device)).flatten().tolist()
+        padded = rows.new_zeros(max(counts), *rows.shape[1:])
+        padded[: rows.shape[0]] = rows
+        gathered = self.all_gather(padded)
+        return torch.cat([gathered[rank, :count] for rank, count in enumerate(counts)])
 
     def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Score the batch; anomalib fits normalisation and thresholds on these outputs."""
@@ -390,6 +435,10 @@ def balanced_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_class
     losses = F.cross_entropy(logits, labels, reduction="none")
     sample_weights = weights[labels]
     return (losses * sample_weights).sum() / sample_weights.sum().clamp_min(1e-12)
+
+
+# Offset between the synthetic-anomaly seeds of two DDP processes.
+_RANK_SEED_STRIDE = 1_000_003
 
 
 def _cosine(base_lr: float, epoch: int, num_epochs: int) -> float:

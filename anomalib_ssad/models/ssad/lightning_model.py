@@ -247,6 +247,8 @@ class SSAD(PretextAnomalyModule):
         super().on_train_epoch_end()
         if self.memory_bank_source == "train":
             for bank in self.model.memory_banks:
+                if self._world_size() > 1:  # every process's entries, so the checkpoint holds the whole bank
+                    bank.memory_bank = self.gather_rows(bank.memory_bank)
                 bank.truncate()
 
     def fit_normal_model(self) -> None:
