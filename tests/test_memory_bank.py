@@ -167,3 +167,36 @@ def test_cell_scorer_state_dict_restores_banks_and_scales():
     torch.testing.assert_close(restored(queries), scorer(queries))
     with pytest.raises(ValueError, match="distance"):
         CellScorer((6,), distance="l1")
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_faiss_search_finds_the_exact_neighbours_of_a_small_bank(metric):
+    pytest.importorskip("faiss")
+    generator = torch.Generator().manual_seed(0)
+    rows, queries = torch.randn(500, 16, generator=generator), torch.randn(40, 16, generator=generator)
+    exact, approximate = MemoryBank(500, metric=metric), MemoryBank(500, metric=metric, search="faiss")
+    for bank in (exact, approximate):
+        bank.fill(rows)
+    expected_scores, expected_neighbours = exact.nearest(queries, k=3)
+    scores, neighbours = approximate.nearest(queries, k=3)
+    # HNSW at this size visits (nearly) every row: the same neighbours, the same scores.
+    assert (neighbours.sort(dim=1).values == expected_neighbours.sort(dim=1).values).float().mean() > 0.95
+    torch.testing.assert_close(scores, expected_scores, atol=1e-3, rtol=1e-3)
+    # The index follows the bank: refilled rows are searched, not the stale index.
+    approximate.fill(rows[:10])
+    assert int(approximate.nearest(queries, k=1)[1].max()) < 10
+
+
+def test_faiss_search_without_faiss_says_how_to_install_it(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_faiss(name, *args, **kwargs):
+        if name == "faiss":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_faiss)
+    with pytest.raises(ImportError, match="pip install faiss-cpu"):
+        MemoryBank(10, search="faiss")

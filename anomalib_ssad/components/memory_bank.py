@@ -21,7 +21,7 @@ Example:
 """
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from anomalib.models.components import DynamicBufferMixin
@@ -32,6 +32,11 @@ _EPS = 1e-8
 
 Sampler = Literal["random", "coreset"]
 Metric = Literal["cosine", "euclidean"]
+Search = Literal["exact", "faiss"]
+
+# HNSW graph of the optional FAISS index: links per node, and candidates kept while searching.
+FAISS_HNSW_LINKS = 32
+FAISS_HNSW_EF_SEARCH = 128
 
 
 def knn_cosine_distance(
@@ -239,12 +244,23 @@ class MemoryBank(DynamicBufferMixin, nn.Module):
     Args:
         capacity: Maximum number of entries kept by :meth:`truncate` (the newest ones) or :meth:`fill`.
         metric: Distance of the k-NN search and geometry of the coreset: ``"cosine"`` or ``"euclidean"``.
+        search: ``"exact"`` (chunked, exportable) or ``"faiss"``: an approximate HNSW index (``pip install
+            faiss-cpu``), built on the first search after the bank changes and never saved (the checkpoint holds
+            the rows); exports always search exactly. Its recall is measured in ``benchmarks/knn_index.py``.
     """
 
     memory_bank: torch.Tensor
 
-    def __init__(self, capacity: int = 2048, metric: Metric = "cosine") -> None:
+    def __init__(self, capacity: int = 2048, metric: Metric = "cosine", search: Search = "exact") -> None:
         super().__init__()
+        if search not in {"exact", "faiss"}:
+            msg = f"Memory bank search must be 'exact' or 'faiss', got {search!r}."
+            raise ValueError(msg)
+        if search == "faiss":
+            _import_faiss()
+        self.search = search
+        self._index: Any = None
+        self._indexed: tuple[int, int] | None = None
         if capacity < 1:
             msg = f"Memory bank capacity must be >= 1, got {capacity}."
             raise ValueError(msg)
@@ -310,7 +326,41 @@ class MemoryBank(DynamicBufferMixin, nn.Module):
         chunk_size: int = 4096,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:func:`knn_distance` of ``embeddings [N, D]`` against the bank: ``(score [N], neighbours [N, k])``."""
+        if self.search == "faiss" and not torch.compiler.is_exporting() and len(self) > 0:
+            return self._faiss_nearest(embeddings, k)
         return knn_distance(embeddings, self.memory_bank, k=k, chunk_size=chunk_size, metric=self.metric)
+
+    def _faiss_nearest(self, embeddings: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Approximate k-NN with a FAISS HNSW index of the bank (rebuilt when the bank has changed)."""
+        faiss = _import_faiss()
+        key = (id(self.memory_bank), self.memory_bank._version)
+        cosine = self.metric == "cosine"
+        if self._indexed != key:
+            rows = self.memory_bank.detach().float().cpu()
+            rows = F.normalize(rows, dim=-1, eps=_EPS) if cosine else rows
+            measure = faiss.METRIC_INNER_PRODUCT if cosine else faiss.METRIC_L2
+            index = faiss.IndexHNSWFlat(rows.shape[1], FAISS_HNSW_LINKS, measure)
+            index.hnsw.efSearch = FAISS_HNSW_EF_SEARCH
+            index.add(rows.contiguous().numpy())
+            self._index, self._indexed = index, key
+        k = min(k, len(self))
+        queries = embeddings.detach().float().cpu()
+        queries = F.normalize(queries, dim=-1, eps=_EPS) if cosine else queries
+        values, neighbours = self._index.search(queries.contiguous().numpy(), k)
+        values = torch.from_numpy(values)
+        # FAISS returns inner products (cosine) or squared distances (Euclidean).
+        score = (1.0 - values).mean(dim=1).clamp(0.0, 1.0) if cosine else values.clamp_min(0.0).sqrt().mean(dim=1)
+        return score.to(embeddings.device), torch.from_numpy(neighbours).long().to(embeddings.device)
+
+
+def _import_faiss() -> Any:
+    """The ``faiss`` module, or an ImportError that says how to install it."""
+    try:
+        import faiss
+    except ImportError as error:
+        msg = "search='faiss' needs the faiss package: pip install faiss-cpu (or use search='exact')."
+        raise ImportError(msg) from error
+    return faiss
 
 
 CellDistance = Literal["cosine", "euclidean", "cosine+euclidean"]
@@ -335,6 +385,7 @@ class CellScorer(DynamicBufferMixin, nn.Module):
         num_neighbors: ``k`` of the k-NN distance.
         chunk_size: Rows per chunk of the k-NN search.
         holdout: Largest number of normal rows held out of the banks to measure a normal cell's distance.
+        search: ``"exact"`` or ``"faiss"`` (approximate; see :class:`MemoryBank`).
 
     Example:
         >>> import torch
@@ -354,6 +405,7 @@ class CellScorer(DynamicBufferMixin, nn.Module):
         num_neighbors: int = 3,
         chunk_size: int = 4096,
         holdout: int = 20000,
+        search: Search = "exact",
     ) -> None:
         super().__init__()
         if distance not in {"cosine", "euclidean", "cosine+euclidean"}:
@@ -361,7 +413,7 @@ class CellScorer(DynamicBufferMixin, nn.Module):
             raise ValueError(msg)
         self.metrics: tuple[Metric, ...] = tuple(distance.split("+"))  # type: ignore[assignment]
         self.centred_parts = CentredParts(part_sizes)
-        self.banks = nn.ModuleList(MemoryBank(capacity, metric=metric) for metric in self.metrics)
+        self.banks = nn.ModuleList(MemoryBank(capacity, metric=metric, search=search) for metric in self.metrics)
         self.num_neighbors = num_neighbors
         self.chunk_size = chunk_size
         self.holdout = holdout

@@ -28,7 +28,7 @@ from anomalib.visualization import Visualizer
 from torch import nn
 
 from anomalib_ssad.components import SyntheticAnomalyGenerator
-from anomalib_ssad.components.memory_bank import CellDistance, Sampler
+from anomalib_ssad.components.memory_bank import CellDistance, Sampler, Search
 from anomalib_ssad.models.pretext_module import PretextAnomalyModule, seeded
 from anomalib_ssad.validation import check_fraction, check_interval, check_non_negative, check_positive
 
@@ -73,6 +73,8 @@ class SSAD(PretextAnomalyModule):
             ``memory_bank_sampler``; in ``"dense"`` mode, of each distance's bank).
         memory_bank_sampler: ``"coreset"`` (the default: greedy k-center coreset, which keeps rare normal
             patterns) or ``"random"`` (a uniform subset).
+        knn_search: ``"exact"`` (the default; chunked, exportable) or ``"faiss"`` (an approximate HNSW index for
+            large banks, ``pip install faiss-cpu``; exports search exactly; recall in ``benchmarks/knn_index.py``).
         memory_bank_source: ``"eval"`` rebuilds the bank from clean training images in eval mode before every
             validation; ``"train"`` is the paper's bank: train-mode embeddings of jittered normal samples the
             classifier also predicts normal, cut to capacity (oldest dropped) at the end of every epoch.
@@ -127,6 +129,7 @@ class SSAD(PretextAnomalyModule):
         memory_bank_size: int = 4096,
         memory_bank_source: MemoryBankSource = "eval",
         memory_bank_sampler: Sampler = "coreset",
+        knn_search: Search = "exact",
         warmup_epochs: int = 4,
         finetune_epochs: int = 0,
         warmup_lr: float = 0.03,
@@ -207,6 +210,7 @@ class SSAD(PretextAnomalyModule):
                 patch_stride=patch_stride,
                 patch_embedding=patch_embedding,
                 sigma=sigma,
+                knn_search=knn_search,
             )
         brightness, contrast, saturation, hue = color_jitter
         generator_args: dict[str, Any] = {

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from anomalib_ssad.components import MemoryBank, knn_cosine_distance_gradient
-from anomalib_ssad.components.memory_bank import CellDistance, CellScorer, Sampler
+from anomalib_ssad.components.memory_bank import CellDistance, CellScorer, Sampler, Search
 from anomalib_ssad.components.pretext_network import (
     DenseFeatures,
     Fusion,
@@ -65,6 +65,8 @@ class SSADModel(PretextNetwork):
         patch_batch_size: Windows per backbone pass in ``"crops"`` mode.
         sigma: Gaussian smoothing of the patch-level map, in pixels (0 disables).
         knn_chunk_size: Rows per chunk of the k-NN search.
+        knn_search: ``"exact"`` or ``"faiss"`` (approximate HNSW index; see
+            :class:`~anomalib_ssad.components.MemoryBank`).
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class SSADModel(PretextNetwork):
         patch_batch_size: int = 1024,
         sigma: float = 4.0,
         knn_chunk_size: int = 4096,
+        knn_search: Search = "exact",
     ) -> None:
         super().__init__(
             backbone=backbone,
@@ -105,9 +108,13 @@ class SSADModel(PretextNetwork):
         check_positive(memory_bank_size=memory_bank_size, num_neighbors=num_neighbors, knn_chunk_size=knn_chunk_size)
         # "dense" cells have their own scorer; "patch" windows and "image" embeddings one cosine bank per head.
         dense = localization == "dense"
-        self.memory_banks = nn.ModuleList(() if dense else (MemoryBank(memory_bank_size) for _ in self.heads))
+        self.memory_banks = nn.ModuleList(
+            () if dense else (MemoryBank(memory_bank_size, search=knn_search) for _ in self.heads)
+        )
         self.cell_scorer = (
-            CellScorer(self.dense_part_sizes, memory_bank_size, cell_distance, num_neighbors, knn_chunk_size)
+            CellScorer(
+                self.dense_part_sizes, memory_bank_size, cell_distance, num_neighbors, knn_chunk_size, search=knn_search
+            )
             if dense
             else None
         )
