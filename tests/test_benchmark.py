@@ -152,6 +152,25 @@ def test_offline_patchcore_uses_imagenet_lite0_weights():
     assert OfflinePatchcore(**model.hparams).model.layers == ["blocks.2", "blocks.4"]
 
 
+def test_offline_supersimplenet_uses_imagenet_lite0_weights_and_trains(tmp_path, demo_root):
+    from anomalib.data import MVTecAD
+    from anomalib.engine import Engine
+
+    from anomalib_ssad.baselines import OfflineSuperSimpleNet
+
+    model = OfflineSuperSimpleNet(pre_processor=OfflineSuperSimpleNet.configure_pre_processor(image_size=(64, 64)))
+    extractor = model.model.feature_extractor.feature_extractor.feature_extractor
+    reference = build_backbone("efficientnet_lite0").body.state_dict()
+    for key, tensor in extractor.state_dict().items():
+        torch.testing.assert_close(tensor, reference[key], msg=key)
+    assert set(OfflineSuperSimpleNet(**model.hparams).hparams) == set(model.hparams)
+    datamodule = MVTecAD(root=demo_root, category="bottle", num_workers=0, train_batch_size=8, eval_batch_size=8)
+    engine = Engine(accelerator="cpu", devices=1, max_epochs=1, logger=False, default_root_dir=tmp_path)
+    engine.fit(model=model, datamodule=datamodule)
+    metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
+    assert {"image_AUROC", "pixel_AUROC"} <= set(metrics)
+
+
 def test_offline_patchcore_missing_weights_file(tmp_path):
     with pytest.raises(BackboneWeightsError, match="does not exist"):
         OfflinePatchcore(weights_path=str(tmp_path / "missing.pth"))
