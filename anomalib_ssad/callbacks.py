@@ -53,12 +53,14 @@ class PredictionTable(Callback):
         self.output_dir = Path(output_dir)
         self.csv_path = self.output_dir / "predictions.csv"
         self._written: set[str] = set()
+        self._pending: list[Any] = []
 
     def _start(self) -> None:
         (self.output_dir / "anomaly_maps").mkdir(parents=True, exist_ok=True)
         with self.csv_path.open("w", newline="") as file:
             csv.writer(file).writerow(COLUMNS)
         self._written = set()
+        self._pending = []
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Start a new table."""
@@ -70,17 +72,34 @@ class PredictionTable(Callback):
         del trainer, pl_module
         self._start()
 
-    def on_predict_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any
-    ) -> None:
-        """Append the batch's rows."""
-        del trainer, pl_module, args
-        self._write(outputs)
+    # Batches are written one hook later: anomalib's post-processor (a callback of the model, run after this
+    # one) normalises and labels each batch in place after the batch-end hooks.
+    def on_predict_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, *_: Any) -> None:
+        """Hold the batch until it is post-processed; write the batches held before."""
+        del trainer, module
+        self._flush()
+        self._pending.append(outputs)
 
-    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any) -> None:
-        """Append the batch's rows."""
-        del trainer, pl_module, args
-        self._write(outputs)
+    def on_test_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, *_: Any) -> None:
+        """Hold the batch until it is post-processed; write the batches held before."""
+        del trainer, module
+        self._flush()
+        self._pending.append(outputs)
+
+    def on_predict_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        """Write the last batch."""
+        del trainer, module
+        self._flush()
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        """Write the last batch."""
+        del trainer, module
+        self._flush()
+
+    def _flush(self) -> None:
+        for batch in self._pending:
+            self._write(batch)
+        self._pending = []
 
     def _map_file(self, image_path: str) -> Path:
         path = Path(image_path)

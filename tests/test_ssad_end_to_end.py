@@ -105,13 +105,13 @@ def test_cli_runs_with_the_same_seed_repeat_exactly(trained_run, tmp_path, demo_
 
 def test_cli_model_help_lists_the_plugin_arguments(tmp_path):
     output = run([ANOMALIB, "train", "--model.help", "anomalib_ssad.SSAD"], tmp_path)
-    assert "--model.init_args.cell_distance" in output and "--model.init_args.seed" in output
+    assert "--model.cell_distance {cosine,euclidean,cosine+euclidean}" in output and "--model.seed SEED" in output
 
 
 def test_cli_rejects_a_bad_argument_before_training(trained_run):
     workdir, _ = trained_run
     output = run(
-        [ANOMALIB, "train", "--config", "config.yaml", "--model.init_args.patch_stride", "0"],
+        [ANOMALIB, "train", "--config", "config.yaml", "--model.patch_stride", "0"],
         workdir,
         expect_success=False,
     )

@@ -173,6 +173,25 @@ class PretextNetwork(nn.Module):
         pooled = [feature_map.mean(dim=(2, 3)) for feature_map in stage_maps]
         return self._embed_groups(self._group_stages(pooled)), stage_maps
 
+    def freeze_unused_backbone(self) -> None:
+        """Stop gradients of backbone parameters that the scored stages do not depend on.
+
+        ``"dense"`` mode uses the first two stages only: the deepest stage's parameters get no gradient, which
+        DDP rejects (it expects every trainable parameter in the loss). Found by one probe backward pass.
+        """
+        if self.localization != "dense":
+            return
+        parameters = [parameter for parameter in self.backbone.parameters() if parameter.requires_grad]
+        device = parameters[0].device if parameters else torch.device("cpu")
+        probe = torch.zeros(1, 3, 64, 64, device=device)
+        with torch.enable_grad():
+            stage_maps = self.backbone(probe)
+            total = sum(stage_maps[index].sum() for index in DENSE_STAGES)
+            gradients = torch.autograd.grad(total, parameters, allow_unused=True)
+        for parameter, gradient in zip(parameters, gradients, strict=True):
+            if gradient is None:
+                parameter.requires_grad_(False)
+
     @property
     def cell_stride(self) -> int:
         """Pixels per cell of the ``"dense"`` grid (the stride of the finest stage used)."""

@@ -200,10 +200,15 @@ class PretextAnomalyModule(AnomalibModule):
         return datamodule.train_dataloader()
 
     def setup(self, stage: str) -> None:
-        """Without fine-tuning the backbone never trains: freeze it before Lightning wraps the model (DDP)."""
+        """Before Lightning wraps the model (DDP), stop gradients of backbone parameters that never train.
+
+        Without fine-tuning that is the whole backbone; in ``"dense"`` mode also the stage it does not score.
+        """
         del stage
         if self.finetune_epochs == 0:
             self.model.backbone.requires_grad_(False)
+        else:
+            self.model.freeze_unused_backbone()
 
     def on_train_epoch_start(self) -> None:
         """Stage 1 freezes the backbone (weights and BatchNorm statistics); stage 2 trains its weights too.
@@ -217,6 +222,8 @@ class PretextAnomalyModule(AnomalibModule):
         frozen = self.current_epoch < self.warmup_epochs
         if self.finetune_epochs == 0 or self.trainer.world_size == 1:
             self.model.backbone.requires_grad_(not frozen)
+            if not frozen:
+                self.model.freeze_unused_backbone()
         self.model.backbone.train(not frozen and not self.freeze_batchnorm)
 
     def configure_optimizers(self) -> dict[str, Any]:
