@@ -42,15 +42,15 @@ class PredictionTable(Callback):
     Scores and labels are the post-processed ones (normalised to ``[0, 1]``, label = score above the threshold
     fitted on validation data). Each anomaly map is written as an 8-bit grayscale PNG (``0..255`` for the
     normalised ``[0, 1]`` map) under ``<output_dir>/anomaly_maps/``; the same file name in two folders gets the
-    folder name as a prefix so no map overwrites another. The table is rewritten at the start of every
-    predict or test run.
+    folder name as a prefix so no map overwrites another. Paths in the table are absolute. The table is
+    rewritten at the start of every predict or test run.
 
     Args:
         output_dir: Folder of ``predictions.csv`` and ``anomaly_maps/`` (created if needed).
     """
 
     def __init__(self, output_dir: str | Path = "predictions") -> None:
-        self.output_dir = Path(output_dir)
+        self.output_dir = Path(output_dir).resolve()
         self.csv_path = self.output_dir / "predictions.csv"
         self._written: set[str] = set()
         self._pending: list[Any] = []

@@ -158,7 +158,7 @@ def test_offline_supersimplenet_uses_imagenet_lite0_weights_and_trains(tmp_path,
 
     from anomalib_ssad.baselines import OfflineSuperSimpleNet
 
-    model = OfflineSuperSimpleNet(pre_processor=OfflineSuperSimpleNet.configure_pre_processor(image_size=(64, 64)))
+    model = OfflineSuperSimpleNet()  # 256 px: its feature-space Perlin masks need a 32 x 32 feature map
     extractor = model.model.feature_extractor.feature_extractor.feature_extractor
     reference = build_backbone("efficientnet_lite0").body.state_dict()
     for key, tensor in extractor.state_dict().items():
