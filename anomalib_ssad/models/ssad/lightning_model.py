@@ -5,7 +5,8 @@
 
 The network learns a pretext task on anomaly-free images (normal / big synthetic defect / small synthetic
 defect, drawn on the fly by :class:`~anomalib_ssad.components.SyntheticAnomalyGenerator`) and scores a test
-image, or each of its patches, by the mean cosine distance to its ``k`` nearest normal embeddings.
+image, or each of its cells or patches, by its distance to the ``k`` nearest normal embeddings (cells: cosine about
+the normal mean + Euclidean, see :class:`~anomalib_ssad.components.memory_bank.CellScorer`).
 
 Example:
     >>> from anomalib.data import MVTecAD
@@ -68,7 +69,7 @@ class SSAD(PretextAnomalyModule):
         patch_stride: Stride of the scoring windows.
         patch_embedding: ``"dense"`` (shared backbone pass) or ``"crops"`` (each window embedded alone).
         sigma: Gaussian smoothing of the patch-level map in pixels.
-        num_neighbors: ``k`` of the k-NN cosine score.
+        num_neighbors: ``k`` of the k-NN score.
         memory_bank_size: Capacity of the memory bank (FIFO for ``"train"``; for ``"eval"`` a subset chosen by
             ``memory_bank_sampler``; in ``"dense"`` mode, of each distance's bank).
         memory_bank_sampler: ``"coreset"`` (the default: greedy k-center coreset, which keeps rare normal

@@ -4,7 +4,7 @@
 """PyTorch model of SSAD: the shared pretext network (backbone, fusion, heads, classifier) and memory bank(s).
 
 In training mode the model returns embeddings and pretext logits; in eval mode it returns an
-``InferenceBatch`` with the image score (mean cosine distance to the ``k`` nearest bank entries) and an anomaly
+``InferenceBatch`` with the image score (k-NN distance to normal embeddings) and an anomaly
 map at input resolution, from scoring every cell of the feature grid (``localization="dense"``), from Grad-CAM
 (``localization="image"``) or from scoring every ``patch_size`` window (``localization="patch"``).
 
