@@ -1,21 +1,15 @@
 # Copyright (C) 2026 anomalib-ssad developers
 # SPDX-License-Identifier: Apache-2.0
 
-"""Lightning callbacks for users of any anomalib model.
+r"""Lightning callbacks for users of any anomalib model.
 
 :class:`PredictionTable` writes what ``anomalib predict`` (or ``test``) decided about every image to a CSV file,
 one row per image, with the anomaly map saved beside it, so scores can be read by a script or a spreadsheet.
 
 CLI (``anomalib predict`` accepts callbacks like ``train`` does)::
 
-    anomalib predict --model model.yaml --ckpt_path model.ckpt --data images/ --config predict.yaml
-
-with ``predict.yaml`` holding::
-
-    trainer:
-      callbacks:
-        - class_path: anomalib_ssad.callbacks.PredictionTable
-          init_args: {output_dir: predictions}
+    anomalib predict --model model.yaml --ckpt_path model.ckpt --data images/ \
+        --trainer.callbacks+=anomalib_ssad.callbacks.PredictionTable --trainer.callbacks.output_dir predictions
 
 Example:
     >>> from anomalib_ssad.callbacks import PredictionTable

@@ -260,7 +260,9 @@ def run_job(job: Job) -> dict[str, Any]:
     train_seconds = time.perf_counter() - start
     metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
     examples = example_indices(datamodule.test_data.samples.label_index.to_numpy())
+    # After engine.test Lightning leaves the model on the CPU: time it on the job's accelerator.
     device = inference_device(job.accelerator)
+    model.eval().to(device)
     images_per_second, predictions = _timed_inference(model, datamodule.test_dataloader(), examples, device)
     latency_ms = batch1_latency_ms(model, datamodule.test_dataloader(), device)
     np.savez_compressed(job_dir / "predictions.npz", **predictions)
@@ -327,12 +329,11 @@ def _timed_inference(
 ) -> tuple[float, dict[str, np.ndarray]]:
     """Images/s of the eval forward (pre-processing, score and anomaly map) on ``device``, and the predictions.
 
-    The model and every batch are moved to ``device`` (the job's accelerator: after ``engine.test`` Lightning
-    leaves the model on the CPU); the first batch is a warm-up run outside the timing, and CUDA is
-    synchronised before each clock reading.
+    Every batch is moved to ``device``, where the model must already be; the first batch is a warm-up run
+    outside the timing, and CUDA is synchronised around every timing (:func:`_timed_forward`).
 
     Args:
-        model: Trained anomalib model.
+        model: Trained anomalib model in eval mode.
         dataloader: Test loader (not shuffled, so positions match :func:`example_indices`).
         examples: Test-set indices whose images, ground-truth masks and anomaly maps are kept.
         device: Where to run (default: CPU).
@@ -346,7 +347,6 @@ def _timed_inference(
     from torch.nn.functional import interpolate
 
     device = device if device is not None else torch.device("cpu")
-    model.eval().to(device)
     columns: dict[str, list[torch.Tensor]] = {}
     elapsed, start_index, warm = 0.0, 0, False
     with torch.no_grad():
@@ -355,11 +355,8 @@ def _timed_inference(
             if not warm:
                 _forward(model, images)  # warm-up: allocator, kernels, lazy initialisation
                 warm = True
-            _synchronize(device)
-            start = time.perf_counter()
-            inputs, output = _forward(model, images)
-            _synchronize(device)
-            elapsed += time.perf_counter() - start
+            seconds, inputs, output = _timed_forward(model, images, device)
+            elapsed += seconds
             size = len(batch.image)
             columns.setdefault("pred_score", []).append(output.pred_score.flatten().cpu())
             columns.setdefault("gt_label", []).append(batch.gt_label.flatten().cpu())
@@ -378,7 +375,6 @@ def _timed_inference(
             if output.anomaly_map is not None:
                 anomaly_map = output.anomaly_map.reshape(size, *output.anomaly_map.shape[-2:])[keep]
                 columns.setdefault("anomaly_map", []).append(anomaly_map.cpu())
-    model.cpu()
     predictions = {key: torch.cat(values).numpy() for key, values in columns.items()}
     predictions["example_index"] = examples
     predictions["image"] = predictions["image"].clip(0, 1).astype(np.float16)
@@ -391,7 +387,7 @@ def batch1_latency_ms(model: Any, dataloader: Any, device: Any = None, repeats: 
     """Median time of one single-image eval forward on ``device``, in milliseconds (after two warm-up runs).
 
     Args:
-        model: Trained anomalib model.
+        model: Trained anomalib model in eval mode, on ``device``.
         dataloader: Loader whose first image is used.
         device: Where to run (default: CPU).
         repeats: Timed runs.
@@ -399,19 +395,19 @@ def batch1_latency_ms(model: Any, dataloader: Any, device: Any = None, repeats: 
     import torch
 
     device = device if device is not None else torch.device("cpu")
-    model.eval().to(device)
     image = next(iter(dataloader)).image[:1].to(device)
-    times = []
     with torch.no_grad():
-        for run in range(repeats + 2):
-            _synchronize(device)
-            start = time.perf_counter()
-            _forward(model, image)
-            _synchronize(device)
-            if run >= 2:
-                times.append(time.perf_counter() - start)
-    model.cpu()
+        times = [_timed_forward(model, image, device)[0] for _ in range(repeats + 2)][2:]
     return 1000.0 * float(np.median(times))
+
+
+def _timed_forward(model: Any, images: Any, device: Any) -> tuple[float, Any, Any]:
+    """:func:`_forward` timed on ``device`` (CUDA synchronised before and after): ``(seconds, inputs, output)``."""
+    _synchronize(device)
+    start = time.perf_counter()
+    inputs, output = _forward(model, images)
+    _synchronize(device)
+    return time.perf_counter() - start, inputs, output
 
 
 def _forward(model: Any, images: Any) -> tuple[Any, Any]:

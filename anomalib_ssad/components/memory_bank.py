@@ -101,14 +101,14 @@ def knn_distance(
     k = min(k, bank.shape[0])
     cosine = metric == "cosine"
     # Both metrics search for the largest "similarity": the cosine, or minus the squared Euclidean distance.
-    bank = F.normalize(bank, dim=-1, eps=_EPS) if cosine else bank
+    bank = _search_space(bank, cosine)
     bank_squared = None if cosine else (bank * bank).sum(dim=1)
     scores, neighbours = [], []
     # While exporting, the query count depends on the (dynamic) batch size; a Python loop over its chunks
     # would pin the batch size into the exported graph, so the export keeps all queries in one chunk.
     query_chunks = [queries] if torch.compiler.is_exporting() else queries.split(chunk_size)
     for query_chunk in query_chunks:
-        query = F.normalize(query_chunk, dim=-1, eps=_EPS) if cosine else query_chunk
+        query = _search_space(query_chunk, cosine)
         query_squared = None if cosine else (query * query).sum(dim=1, keepdim=True)
         best_sim = query.new_full((query.shape[0], k), -float("inf"))
         best_idx = torch.zeros((query.shape[0], k), dtype=torch.long, device=queries.device)
@@ -121,12 +121,24 @@ def knn_distance(
             merged_idx = torch.cat([best_idx, chunk_idx + start], dim=1)
             best_sim, order = merged_sim.topk(k, dim=1)
             best_idx = merged_idx.gather(1, order)
-        if cosine:
-            scores.append((1.0 - best_sim).mean(dim=1).clamp(0.0, 1.0))
-        else:
-            scores.append((-best_sim).clamp_min(0.0).sqrt().mean(dim=1))
+        scores.append(_mean_distance(best_sim, cosine))
         neighbours.append(best_idx)
     return torch.cat(scores), torch.cat(neighbours)
+
+
+def _search_space(rows: torch.Tensor, cosine: bool) -> torch.Tensor:
+    """Rows as searched: unit-normalised for the cosine distance, as they are for the Euclidean one."""
+    return F.normalize(rows, dim=-1, eps=_EPS) if cosine else rows
+
+
+def _mean_distance(similarities: torch.Tensor, cosine: bool) -> torch.Tensor:
+    """Mean distance ``[N]`` of the ``k`` nearest from their similarities ``[N, k]``.
+
+    Similarities are cosines (distance ``1 - cos``, clamped to ``[0, 1]``) or minus squared Euclidean distances.
+    """
+    if cosine:
+        return (1.0 - similarities).mean(dim=1).clamp(0.0, 1.0)
+    return (-similarities).clamp_min(0.0).sqrt().mean(dim=1)
 
 
 def knn_cosine_distance_gradient(queries: torch.Tensor, bank: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
@@ -336,20 +348,18 @@ class MemoryBank(DynamicBufferMixin, nn.Module):
         key = (id(self.memory_bank), self.memory_bank._version)
         cosine = self.metric == "cosine"
         if self._indexed != key:
-            rows = self.memory_bank.detach().float().cpu()
-            rows = F.normalize(rows, dim=-1, eps=_EPS) if cosine else rows
+            rows = _search_space(self.memory_bank.detach().float().cpu(), cosine)
             measure = faiss.METRIC_INNER_PRODUCT if cosine else faiss.METRIC_L2
             index = faiss.IndexHNSWFlat(rows.shape[1], FAISS_HNSW_LINKS, measure)
             index.hnsw.efSearch = FAISS_HNSW_EF_SEARCH
             index.add(rows.contiguous().numpy())
             self._index, self._indexed = index, key
         k = min(k, len(self))
-        queries = embeddings.detach().float().cpu()
-        queries = F.normalize(queries, dim=-1, eps=_EPS) if cosine else queries
+        queries = _search_space(embeddings.detach().float().cpu(), cosine)
         values, neighbours = self._index.search(queries.contiguous().numpy(), k)
         values = torch.from_numpy(values)
         # FAISS returns inner products (cosine) or squared distances (Euclidean).
-        score = (1.0 - values).mean(dim=1).clamp(0.0, 1.0) if cosine else values.clamp_min(0.0).sqrt().mean(dim=1)
+        score = _mean_distance(values if cosine else -values, cosine)
         return score.to(embeddings.device), torch.from_numpy(neighbours).long().to(embeddings.device)
 
 
