@@ -60,6 +60,8 @@ def test_run_writes_results_and_figures(benchmark_run):
         assert float(row["train_seconds"]) > 0
         assert float(row["inference_images_per_second"]) > 0
         assert 100 < float(row["peak_rss_mb"]) < 20_000
+        # Peak RSS only grows: fitting's peak is part of the job's.
+        assert 0 < float(row["fit_peak_rss_mb"]) <= float(row["peak_rss_mb"])
     markdown = (output / "results.md").read_text()
     assert "| ssad | demo_bottle | 0 | ok |" in markdown
     for kind in FIGURES:

@@ -117,3 +117,33 @@ def test_centred_parts_score_the_mean_of_the_parts_cosine_distances():
     parts = [(a[:3], b[:3], centred.mean[:3]), (a[3:], b[3:], centred.mean[3:])]
     expected = sum(1 - torch.nn.functional.cosine_similarity(x - m, y - m, dim=0) for x, y, m in parts) / 2
     torch.testing.assert_close(joint, expected)
+
+
+def test_normal_rows_are_capped_by_a_random_subset_of_every_batch(bottle_images):
+    from types import SimpleNamespace
+
+    from anomalib_ssad import SSAD
+
+    model = SSAD(backbone="resnet18", pretrained=False, pre_processor=False, visualizer=False)
+    images = bottle_images[:6, :, :64, :64]  # an 8 x 8 cell grid: 64 rows per image, 384 in all
+    loader = torch.utils.data.DataLoader(
+        list(images), batch_size=2, collate_fn=lambda items: SimpleNamespace(image=torch.stack(items))
+    )
+    every_row = model.collect_normal_embeddings(loader)[0]
+    assert every_row.shape[0] == 384
+    capped = model.collect_normal_embeddings(loader, max_rows=96, generator=torch.Generator().manual_seed(0))[0]
+    assert capped.shape == (96, every_row.shape[1])
+    # Each kept row is one of the image's rows, and every batch gives its share (32 of its 128 rows).
+    distance, source = torch.cdist(capped, every_row, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1)
+    assert distance.max() < 1e-4
+    assert torch.bincount(source // 128, minlength=3).tolist() == [32, 32, 32]
+    assert len(source.unique()) == 96
+
+
+def test_cell_scorer_needs_no_more_rows_than_its_holdout_and_coreset_use():
+    from anomalib_ssad.components.memory_bank import CORESET_CANDIDATES, CellScorer
+
+    scorer = CellScorer((4,), capacity=8, holdout=20000)
+    # A tenth is held out up to 20,000 rows: 200,000 rows fill the holdout and leave > 65,536 candidates.
+    assert scorer.max_fit_rows == 200_000
+    assert scorer.max_fit_rows - 20000 >= CORESET_CANDIDATES

@@ -37,6 +37,8 @@ Search = Literal["exact", "faiss"]
 # HNSW graph of the optional FAISS index: links per node, and candidates kept while searching.
 FAISS_HNSW_LINKS = 32
 FAISS_HNSW_EF_SEARCH = 128
+# Largest number of rows a greedy coreset searches (a random subset of the candidates beyond it).
+CORESET_CANDIDATES = 65536
 
 
 def knn_cosine_distance(
@@ -166,7 +168,7 @@ def greedy_coreset(
     embeddings: torch.Tensor,
     size: int,
     generator: torch.Generator | None = None,
-    max_candidates: int = 65536,
+    max_candidates: int = CORESET_CANDIDATES,
     projection_dim: int = 128,
     metric: Metric = "cosine",
 ) -> torch.Tensor:
@@ -428,6 +430,15 @@ class CellScorer(DynamicBufferMixin, nn.Module):
         self.chunk_size = chunk_size
         self.holdout = holdout
         self.register_buffer("scale", torch.ones(len(self.metrics)))
+
+    @property
+    def max_fit_rows(self) -> int:
+        """Normal rows beyond which :meth:`fit` learns nothing more (its holdout and coreset candidates are full).
+
+        Fitting on a uniform random subset of this many rows draws from the same distribution as fitting on
+        all of them; collecting no more keeps memory bounded for any training set.
+        """
+        return max(10 * self.holdout, CORESET_CANDIDATES + self.holdout)
 
     def _distances(self, embeddings: torch.Tensor) -> list[torch.Tensor]:
         """Raw k-NN distance of ``embeddings [N, D]`` to each bank."""

@@ -333,19 +333,41 @@ class PretextAnomalyModule(AnomalibModule):
             self.fit_normal_model()
 
     @torch.no_grad()
-    def collect_normal_embeddings(self, dataloader: torch.utils.data.DataLoader) -> list[torch.Tensor]:
+    def collect_normal_embeddings(
+        self,
+        dataloader: torch.utils.data.DataLoader,
+        max_rows: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[torch.Tensor]:
         """Eval-mode embeddings of the clean images of ``dataloader``, ``[N, D]`` per head.
 
         Under DDP each process embeds its share of the images (every ``world_size``-th, unshuffled) and the
         shares are gathered, so every process fits the same normal model from all images.
+
+        Args:
+            dataloader: Clean (normal) images.
+            max_rows: Keep about this many rows in all, a uniform random subset of every image's rows drawn
+                batch by batch, so memory stays bounded however many images there are (``None``: keep all).
+            generator: Random generator of that subset.
         """
         was_training = self.model.training
         self.model.eval()
+        shard = self._shard(dataloader)
+        num_images = len(shard.dataset)
         collected: list[list[torch.Tensor]] = [[] for _ in self.model.heads]
-        for batch in self._shard(dataloader):
+        for batch in shard:
             images = batch.image.to(self.device)
             images = self.pre_processor(images) if self.pre_processor else images
-            for store, embedding in zip(collected, self.model.normal_embeddings(images), strict=True):
+            embeddings = self.model.normal_embeddings(images)
+            if max_rows is not None:
+                # Every image has the same number of rows: keep this batch's share of max_rows.
+                rows_per_image = embeddings[0].shape[0] // len(images)
+                fraction = max_rows / max(self._world_size() * num_images * rows_per_image, 1)
+                if fraction < 1:
+                    keep = torch.randperm(embeddings[0].shape[0], generator=generator)
+                    keep = keep[: math.ceil(fraction * len(keep))].sort().values.to(images.device)
+                    embeddings = [embedding[keep] for embedding in embeddings]
+            for store, embedding in zip(collected, embeddings, strict=True):
                 store.append(embedding)
         self.model.train(was_training)
         return [self.gather_rows(torch.cat(store)) for store in collected]

@@ -264,5 +264,7 @@ class SSAD(PretextAnomalyModule):
     def rebuild_memory_banks(self, dataloader: torch.utils.data.DataLoader) -> None:
         """Fill the memory banks with eval-mode embeddings of the (clean) images of ``dataloader``."""
         generator = torch.Generator().manual_seed(self.seed)
-        embeddings = self.collect_normal_embeddings(dataloader)
+        scorer = self.model.cell_scorer
+        max_rows = scorer.max_fit_rows if scorer is not None else None
+        embeddings = self.collect_normal_embeddings(dataloader, max_rows=max_rows, generator=generator)
         self.model.fit_memory_banks(embeddings, generator=generator, sampler=self.memory_bank_sampler)
