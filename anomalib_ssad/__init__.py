@@ -4,10 +4,10 @@
 """anomalib-ssad: self-supervised anomaly detection models for anomalib.
 
 Use from the CLI as ``anomalib train --model anomalib_ssad.SSAD --data anomalib.data.MVTecAD`` (or
-``--model anomalib_ssad.CutPaste``).
+``--model anomalib_ssad.CutPaste``; the baseline ``anomalib_ssad.PatchGanomaly``).
 """
 
-from .models import SSAD, CutPaste
+from .models import SSAD, CutPaste, PatchGanomaly
 
-__all__ = ["SSAD", "CutPaste"]
+__all__ = ["SSAD", "CutPaste", "PatchGanomaly"]
 __version__ = "0.1.0"

@@ -1,7 +1,9 @@
 # Copyright (C) 2026 anomalib-ssad developers
 # SPDX-License-Identifier: Apache-2.0
 
-"""Comparison baselines that run offline: anomalib's PatchCore and SuperSimpleNet on SSAD's ImageNet backbone.
+"""Comparison baselines that run offline: PatchCore, SuperSimpleNet and Patch-GANomaly.
+
+Patch-GANomaly is a model package of its own (:mod:`anomalib_ssad.models.patch_ganomaly`), imported here.
 
 anomalib's :class:`~anomalib.models.Patchcore` asks timm for ImageNet weights at construction, which fails
 without internet. :class:`OfflinePatchcore` builds the same model with ``pre_trained=False`` and loads the
@@ -31,6 +33,9 @@ from anomalib.visualization import Visualizer
 from torch import nn
 
 from anomalib_ssad.components.backbone import load_efficientnet_lite0_imagenet_weights
+from anomalib_ssad.models.patch_ganomaly import PatchGanomaly
+
+__all__ = ["OfflinePatchcore", "OfflineSuperSimpleNet", "PatchGanomaly"]
 
 
 class OfflinePatchcore(Patchcore):

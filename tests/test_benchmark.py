@@ -217,6 +217,7 @@ def test_jobs_take_per_dataset_image_sizes_and_per_model_seeds(tmp_path):
                 "models": [
                     {"name": "ssad", "class_path": "x.M"},
                     {"name": "patchcore", "class_path": "x.P", "seeds": [0]},
+                    {"name": "slow", "class_path": "x.S", "seeds": [0], "datasets": ["square"]},
                 ],
             }
         )
@@ -227,6 +228,7 @@ def test_jobs_take_per_dataset_image_sizes_and_per_model_seeds(tmp_path):
         *[("ssad", "wide", seed) for seed in (0, 1, 2)],
         ("patchcore", "square", 0),
         ("patchcore", "wide", 0),
+        ("slow", "square", 0),  # a model that names its datasets runs on those only
     ]
     assert {job.dataset["name"]: job.image_hw for job in jobs} == {"square": (256, 256), "wide": (256, 640)}
     bad = "datasets: [{name: d, class_path: x, image_size: [256]}]\nmodels: [{name: m, class_path: x}]"

@@ -34,6 +34,7 @@ Config::
         class_path: anomalib.models.Ganomaly
         trainer: {max_epochs: 1}                             # Engine / Lightning Trainer arguments
         seeds: [0]                                           # a model's own seeds replace the config's
+        datasets: [mvtec_bottle]                             # only these datasets (default: all of them)
 
 Example:
     ``python -m anomalib_ssad.benchmark benchmarks/configs/compare_bottle.yaml``
@@ -169,6 +170,8 @@ def expand_jobs(config: dict[str, Any]) -> list[Job]:
             grid_values = dict(zip((key for key, _ in grid), values, strict=True))
             variant = {**model, "init_args": {**init_args, **grid_values}}
             for dataset in config["datasets"]:
+                if "datasets" in model and dataset["name"] not in model["datasets"]:
+                    continue  # the model runs on the datasets it names only
                 for seed in model.get("seeds", config.get("seeds", [0])):
                     jobs.append(
                         Job(

@@ -55,6 +55,26 @@ def crop_patches(images: torch.Tensor, patch_size: int, stride: int) -> torch.Te
     return patches.flatten(0, 1)
 
 
+def random_crops(images: torch.Tensor, count: int, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``count`` crops of ``size`` px at uniform random positions of every image: ``[B * count, C, size, size]``.
+
+    Raises:
+        ValueError: If the images are smaller than one crop.
+    """
+    batch, channels, height, width = images.shape
+    if height < size or width < size:
+        msg = f"Images of {height}x{width} px are smaller than the {size}-px patches to crop from them."
+        raise ValueError(msg)
+    tops = torch.randint(height - size + 1, (batch, count, 1, 1), generator=generator)
+    lefts = torch.randint(width - size + 1, (batch, count, 1, 1), generator=generator)
+    offsets = torch.arange(size)
+    rows = (tops + offsets[:, None]).to(images.device)  # [B, count, size, 1]
+    cols = (lefts + offsets[None, :]).to(images.device)  # [B, count, 1, size]
+    index = torch.arange(batch, device=images.device)[:, None, None, None]
+    crops = images[index, :, rows, cols]  # advanced indices first: [B, count, size, size, C]
+    return crops.permute(0, 1, 4, 2, 3).reshape(batch * count, channels, size, size)
+
+
 def dense_patch_features(
     stage_maps: Sequence[torch.Tensor],
     strides: Sequence[int],

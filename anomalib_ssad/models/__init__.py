@@ -4,6 +4,7 @@
 """The plugin's anomalib models."""
 
 from .cutpaste import CutPaste
+from .patch_ganomaly import PatchGanomaly
 from .ssad import SSAD
 
-__all__ = ["SSAD", "CutPaste"]
+__all__ = ["SSAD", "CutPaste", "PatchGanomaly"]

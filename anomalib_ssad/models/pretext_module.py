@@ -18,21 +18,15 @@ Example:
     True
 """
 
-import logging
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from anomalib import LearningType
 from anomalib.data import Batch
-from anomalib.metrics import AUPRO, AUROC, Evaluator, F1Max, F1Score
-from anomalib.models.components import AnomalibModule
-from anomalib.post_processing import PostProcessor
+from anomalib.metrics import Evaluator
 from anomalib.visualization import Visualizer
-from lightning.pytorch import seed_everything
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
@@ -40,15 +34,11 @@ from torchvision.transforms.v2 import Compose, Normalize
 
 from anomalib_ssad.components import SyntheticAnomalyGenerator, cell_labels
 from anomalib_ssad.components.pretext_network import PretextNetwork
-from anomalib_ssad.data_checks import (
-    check_evaluation_images,
-    check_training_images,
-    describe_problems,
-    unusable_images,
-)
 from anomalib_ssad.validation import check_non_negative, check_positive
 
-logger = logging.getLogger(__name__)
+from .base import PluginAnomalyModule
+
+__all__ = ["Optimizer", "PretextAnomalyModule", "balanced_cross_entropy"]
 
 # Dense pretext task: normal cells drawn per image and step (every defective cell is used).
 NORMAL_CELLS_PER_IMAGE = 64
@@ -56,7 +46,7 @@ NORMAL_CELLS_PER_IMAGE = 64
 Optimizer = Literal["sgd", "adam"]
 
 
-class PretextAnomalyModule(AnomalibModule):
+class PretextAnomalyModule(PluginAnomalyModule):
     """Pretext-task training loop, two-stage schedule and evaluation wiring; subclasses set the model.
 
     Subclasses set ``self.model`` and ``self.generator`` after calling this constructor and implement
@@ -111,6 +101,7 @@ class PretextAnomalyModule(AnomalibModule):
         visualizer: Visualizer | bool = True,
     ) -> None:
         super().__init__(
+            seed=seed,
             pre_processor=pre_processor,
             post_processor=post_processor,
             evaluator=evaluator,
@@ -146,7 +137,6 @@ class PretextAnomalyModule(AnomalibModule):
         self.freeze_batchnorm = freeze_batchnorm
         # Several optimizer steps per loader batch (see training_step).
         self.automatic_optimization = False
-        self.seed = seed
         self._rng = np.random.default_rng(seed)
         self._torch_rng = torch.Generator().manual_seed(seed)
         self._repeats = 1
@@ -172,33 +162,14 @@ class PretextAnomalyModule(AnomalibModule):
         return self.warmup_epochs + self.finetune_epochs
 
     def on_fit_start(self) -> None:
-        """Seed every generator from ``seed``, align the trainer's epochs with the schedule, size the repeats."""
-        if self.trainer.max_epochs != self.max_epochs:
-            logger.warning(
-                "%s's schedule is warmup_epochs + finetune_epochs = %d epochs; trainer.max_epochs=%s is "
-                "replaced (set model.warmup_epochs / model.finetune_epochs instead).",
-                type(self).__name__,
-                self.max_epochs,
-                self.trainer.max_epochs,
-            )
-            self.trainer.fit_loop.max_epochs = self.max_epochs
-        # anomalib's CLI accepts --seed_everything but never applies it: the model's seed also fixes the
-        # process's generators (the training loader's order, anything else drawn while fitting).
-        seed_everything(self.seed, workers=True, verbose=False)
-        check_training_images(getattr(self.trainer, "datamodule", None))
+        """Seed, align the epochs and check the images (see the base), then size the repeats."""
+        super().on_fit_start()
         # Under DDP every process draws its own synthetic anomalies (rank 0 draws what one process would).
         rank = self.trainer.global_rank
         self._rng = np.random.default_rng([self.seed, rank] if rank else self.seed)
         self._torch_rng = torch.Generator().manual_seed(self.seed + _RANK_SEED_STRIDE * rank)
         num_images = len(self._train_dataloader().dataset)
         self._repeats = max(1, math.ceil(self.samples_per_epoch / max(num_images, 1)))
-
-    def _train_dataloader(self) -> torch.utils.data.DataLoader:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None:
-            msg = f"{type(self).__name__} needs a datamodule (e.g. anomalib.data.MVTecAD or Folder) to fit its scorer."
-            raise RuntimeError(msg)
-        return datamodule.train_dataloader()
 
     def setup(self, stage: str) -> None:
         """Before Lightning wraps the model (DDP), stop gradients of backbone parameters that never train.
@@ -319,14 +290,6 @@ class PretextAnomalyModule(AnomalibModule):
         """Step the learning-rate schedule."""
         self.lr_schedulers().step()
 
-    def on_validation_start(self) -> None:
-        """Fail at once, naming them, on validation files that cannot be read."""
-        check_evaluation_images(getattr(self.trainer, "datamodule", None), "val_data")
-
-    def on_test_start(self) -> None:
-        """Fail at once, naming them, on test files that cannot be read."""
-        check_evaluation_images(getattr(self.trainer, "datamodule", None), "test_data")
-
     def on_validation_epoch_start(self) -> None:
         """Refit the normal model with the current weights, so validation and test see the same scorer."""
         if self.trainer.state.fn == "fit":
@@ -401,61 +364,6 @@ class PretextAnomalyModule(AnomalibModule):
         padded[: rows.shape[0]] = rows
         gathered = self.all_gather(padded)
         return torch.cat([gathered[rank, :count] for rank, count in enumerate(counts)])
-
-    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
-        """Score the batch; anomalib fits normalisation and thresholds on these outputs."""
-        del args, kwargs
-        self._warn_unusable(batch)
-        return batch.update(**self.model(batch.image)._asdict())
-
-    def test_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
-        """Score the batch, warning by name about images that cannot be real (blank, not 8-bit)."""
-        return self.validation_step(batch, *args, **kwargs)
-
-    def predict_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
-        """Score the batch, warning by name about images that cannot be real (blank, not 8-bit)."""
-        return self.validation_step(batch, *args, **kwargs)
-
-    @staticmethod
-    def _warn_unusable(batch: Batch) -> None:
-        problems = unusable_images(batch.image, getattr(batch, "image_path", None))
-        if problems:
-            logger.warning("Scoring images that are not real captures:\n%s", describe_problems(problems))
-
-    @property
-    def trainer_arguments(self) -> dict[str, Any]:
-        """No gradient clipping; validation only after the last epoch (the scorer is refitted for every validation)."""
-        return {"gradient_clip_val": 0, "num_sanity_val_steps": 0, "check_val_every_n_epoch": self.max_epochs}
-
-    @property
-    def learning_type(self) -> LearningType:
-        """The model trains on normal images only."""
-        return LearningType.ONE_CLASS
-
-    @classmethod
-    def configure_post_processor(cls) -> PostProcessor:
-        """The default anomalib post-processor (score normalisation and thresholds)."""
-        return PostProcessor()
-
-    @staticmethod
-    def configure_evaluator() -> Evaluator:
-        """Image AUROC / F1 / F1-max and pixel AUROC / AUPRO / F1-max for validation and test."""
-        metrics = [
-            AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
-            F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
-            F1Max(fields=["pred_score", "gt_label"], prefix="image_"),
-            AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
-            AUPRO(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
-        ]
-        return Evaluator(test_metrics=metrics)
-
-
-@contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run a block (e.g. building a network) with torch's global generator seeded, then restore its state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 def balanced_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

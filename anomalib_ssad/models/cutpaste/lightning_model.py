@@ -31,7 +31,8 @@ from torch import nn
 from anomalib_ssad.components import SyntheticAnomalyGenerator
 from anomalib_ssad.components.anomaly_generator import CUTPASTE_CLASSES, CutPasteVariant
 from anomalib_ssad.components.pretext_network import Localization, PatchEmbedding
-from anomalib_ssad.models.pretext_module import Optimizer, PretextAnomalyModule, seeded
+from anomalib_ssad.models.base import seeded
+from anomalib_ssad.models.pretext_module import Optimizer, PretextAnomalyModule
 from anomalib_ssad.validation import check_interval, check_non_negative, check_positive
 
 from .torch_model import CutPasteModel

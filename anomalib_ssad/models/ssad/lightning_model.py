@@ -30,7 +30,8 @@ from torch import nn
 
 from anomalib_ssad.components import SyntheticAnomalyGenerator
 from anomalib_ssad.components.memory_bank import CellDistance, Sampler, Search
-from anomalib_ssad.models.pretext_module import PretextAnomalyModule, seeded
+from anomalib_ssad.models.base import seeded
+from anomalib_ssad.models.pretext_module import PretextAnomalyModule
 from anomalib_ssad.validation import check_fraction, check_interval, check_non_negative, check_positive
 
 from .torch_model import DenseFeatures, Fusion, Localization, PatchEmbedding, SSADModel
