@@ -35,11 +35,13 @@ def test_scores_every_window_of_any_image_size() -> None:
     with torch.no_grad():
         output = model(images)
         # The window scores, one by one: a 3 x 5 grid at stride 16 (the last 6 and 4 px are never a window's).
-        expected = torch.stack([
-            model.window_scores(images[:, :, top : top + 32, left : left + 32])
-            for top in range(0, 33, 16)
-            for left in range(0, 65, 16)
-        ])
+        expected = torch.stack(
+            [
+                model.window_scores(images[:, :, top : top + 32, left : left + 32])
+                for top in range(0, 33, 16)
+                for left in range(0, 65, 16)
+            ]
+        )
     assert output.anomaly_map.shape == (2, 1, 70, 100)
     torch.testing.assert_close(output.pred_score, expected.amax(dim=0))
     with pytest.raises(ValueError, match="smaller than patch_size 32"):
