@@ -15,7 +15,7 @@ post-processor normalises them with statistics of the validation set, as for eve
 
 Example:
     >>> from anomalib_ssad import PatchGanomaly
-    >>> model = PatchGanomaly(patch_size=32, epochs=15)  # doctest: +SKIP
+    >>> model = PatchGanomaly(patch_size=64, patch_stride=32, epochs=20)  # doctest: +SKIP
 
 CLI:
     ``anomalib train --model anomalib_ssad.PatchGanomaly --data anomalib.data.MVTecAD --data.category bottle``
@@ -47,7 +47,7 @@ class PatchGanomaly(PluginAnomalyModule):
         crops_per_image: Random crops per training image and epoch.
         batch_size: Crops per optimizer step.
         epochs: Training epochs (replaces ``trainer.max_epochs``).
-        n_features: Feature maps of GANomaly's first convolution.
+        n_features: Feature maps of GANomaly's first convolution (anomalib's GANomaly: 64).
         latent_vec_size: Size of the latent vector.
         extra_layers: Extra convolution layers in encoders and decoder.
         wadv: Weight of the adversarial (feature-matching) loss.
@@ -75,10 +75,10 @@ class PatchGanomaly(PluginAnomalyModule):
         self,
         patch_size: int = 32,
         patch_stride: int = 16,
-        crops_per_image: int = 16,
+        crops_per_image: int = 8,
         batch_size: int = 64,
-        epochs: int = 15,
-        n_features: int = 64,
+        epochs: int = 10,
+        n_features: int = 32,
         latent_vec_size: int = 100,
         extra_layers: int = 0,
         wadv: float = 1.0,
