@@ -24,7 +24,8 @@ from lightning.pytorch import seed_everything
 
 from anomalib_ssad import SSAD
 from anomalib_ssad.benchmark.runner import shared_evaluator
-from anomalib_ssad.components.memory_bank import CellScorer, CentredParts
+from anomalib_ssad.components.memory_bank import CentredParts
+from anomalib_ssad.components.scorers import CellScorer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATASETS = {
@@ -89,12 +90,14 @@ def run(dataset: str, output: Path) -> None:
                 scoring = {**DEFAULT_SCORING, **scoring}
                 model.model.dense_features = scoring["dense_features"]
                 scorer = CellScorer(
-                    model.model.dense_part_sizes, model.hparams.memory_bank_size, scoring["cell_distance"]
+                    model.model.dense_part_sizes,
+                    model.hparams.memory_bank_size,
+                    scoring["cell_distance"],
+                    sampler=scoring["memory_bank_sampler"],
                 )
                 if not scoring["centring"]:
                     scorer.centred_parts = _Uncentred(model)
-                model.model.cell_scorer = scorer
-                model.memory_bank_sampler = scoring["memory_bank_sampler"]
+                model.model.scorer = scorer
                 model.rebuild_memory_banks(datamodule.train_dataloader())
                 # Refit the post-processor's normalisation on the new scores, as fitting does.
                 engine.validate(model=model, datamodule=datamodule, verbose=False)

@@ -1,4 +1,4 @@
-"""Summarise the side-by-side runs: SSAD (mean ± std over seeds), CutPaste and PatchCore per dataset.
+"""Summarise the side-by-side runs: SSAD (mean ± std over seeds), CutPaste, PatchCore, SuperSimpleNet, Patch-GANomaly.
 
 Reads ``benchmarks/results/compare_*/results.csv`` (written by ``python -m anomalib_ssad.benchmark``) and writes
 ``benchmarks/results/summary.md``, the table the README quotes, with each SSAD target of issue #8 checked:
@@ -40,7 +40,7 @@ def summarise() -> str:
         for row in rows:
             by_model.setdefault(row["model"], []).append(row)
         dataset = rows[0]["dataset"] if rows else path.parent.name
-        for model in ("ssad", "cutpaste", "patchcore"):
+        for model in ("ssad", "cutpaste", "patchcore", "supersimplenet", "patch_ganomaly"):
             group = by_model.get(model, [])
             if not group:
                 continue

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from anomalib_ssad.components import GaussianDensity, SyntheticAnomalyGenerator, ledoit_wolf
-from anomalib_ssad.models.cutpaste.torch_model import CutPasteModel
-from tests.conftest import assert_checkpoint_round_trip, demo_test_images, fit_and_test_on_demo
-from tests.test_ssad_end_to_end import ANOMALIB, run, train_with_cli
+from anomalib_ssad.components import GaussianDensity, PretextNetwork, SyntheticAnomalyGenerator, ledoit_wolf
+from anomalib_ssad.models.cutpaste.torch_model import build_cutpaste_network
+from tests.conftest import assert_checkpoint_round_trip, fit_and_test_on_demo
+from tests.test_ssad_end_to_end import assert_onnx_export_matches_checkpoint, train_with_cli
 from tests.test_ssad_torch_model import MEAN, STD
 
 TINY_MODEL = {
@@ -133,17 +133,17 @@ def test_mahalanobis_score_and_gradient_match_references() -> None:
 # --- model -----------------------------------------------------------------------------------------------------
 
 
-def fitted(model: CutPasteModel, normal: torch.Tensor) -> CutPasteModel:
+def fitted(model: PretextNetwork, normal: torch.Tensor) -> PretextNetwork:
     model.eval()
     with torch.no_grad():
-        model.density.fit(model.normal_embeddings(normal)[0])
+        model.scorer.fit(model.normal_embeddings(normal))
     return model
 
 
 def test_grad_cam_is_batched_and_equals_autograd() -> None:
     torch.manual_seed(0)
     model = fitted(
-        CutPasteModel(backbone="resnet18", pretrained=False, num_classes=2, localization="image"),
+        build_cutpaste_network(backbone="resnet18", pretrained=False, num_classes=2, localization="image"),
         torch.rand(24, 3, 64, 64),
     )
     images = torch.rand(3, 3, 64, 64)
@@ -153,7 +153,7 @@ def test_grad_cam_is_batched_and_equals_autograd() -> None:
     stage_maps = model.backbone(images)
     last = stage_maps[-1].detach().requires_grad_(True)
     pooled = [feature_map.mean(dim=(2, 3)) for feature_map in stage_maps[:-1]] + [last.mean(dim=(2, 3))]
-    scores = model.density.score(model.heads[0](torch.cat(pooled, dim=-1)))
+    scores = model.scorer.density.score(model.heads[0](torch.cat(pooled, dim=-1)))
     (gradient,) = torch.autograd.grad(scores.sum(), last)
     cam = F.relu((gradient.mean(dim=(2, 3), keepdim=True) * last).sum(dim=1, keepdim=True))
     cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)
@@ -163,7 +163,9 @@ def test_grad_cam_is_batched_and_equals_autograd() -> None:
 
 
 def test_patch_map_lights_up_a_painted_defect(bottle_images: torch.Tensor) -> None:
-    model = CutPasteModel(localization="patch", patch_size=32, patch_stride=8)  # 64 px / 256 px, scaled to 128 px
+    model = build_cutpaste_network(
+        localization="patch", patch_size=32, patch_stride=8
+    )  # 64 px / 256 px, scaled to 128 px
     fitted(model, (bottle_images[:20] - MEAN) / STD)
     test = bottle_images[20:22].clone()
     test[:, :, 40:56, 70:86] = torch.tensor([0.9, 0.1, 0.1]).view(1, 3, 1, 1)
@@ -179,7 +181,7 @@ def test_patch_map_lights_up_a_painted_defect(bottle_images: torch.Tensor) -> No
 
 def test_eval_forward_exports_with_dynamic_batch() -> None:
     """Closed-form Grad-CAM exports (the patch-level graph is exported to ONNX in the CLI test)."""
-    model = CutPasteModel(backbone="resnet18", pretrained=False, localization="image")
+    model = build_cutpaste_network(backbone="resnet18", pretrained=False, localization="image")
     fitted(model, torch.rand(8, 3, 64, 64))
     batch = torch.export.Dim("batch", min=1, max=64)
     exported = torch.export.export(model, (torch.rand(2, 3, 64, 64),), dynamic_shapes={"images": {0: batch}})
@@ -204,16 +206,15 @@ def test_engine_fit_test_and_checkpoint_round_trip(tmp_path, demo_root) -> None:
         visualizer=False,
     )
     engine, metrics = fit_and_test_on_demo(model, demo_root, tmp_path)
-    assert model.model.density.is_fitted
+    assert model.model.scorer.density.is_fitted
     print("CutPaste tiny demo metrics:", {key: round(float(value), 3) for key, value in metrics.items()})
     restored = assert_checkpoint_round_trip(engine, model, demo_root, tmp_path)
-    torch.testing.assert_close(restored.model.density.precision, model.model.density.precision)
+    torch.testing.assert_close(restored.model.scorer.density.precision, model.model.scorer.density.precision)
 
 
 def test_cli_train_and_onnx_export_give_checkpoint_scores(tmp_path, demo_root) -> None:
     from anomalib_ssad import CutPaste
 
-    onnxruntime = pytest.importorskip("onnxruntime")
     init_args = {
         **TINY_MODEL,
         "variant": "cutpaste",
@@ -223,18 +224,7 @@ def test_cli_train_and_onnx_export_give_checkpoint_scores(tmp_path, demo_root) -
         "crops_per_image": 1,
     }
     run_dir = train_with_cli(tmp_path, demo_root, "anomalib_ssad.CutPaste", init_args)
-    checkpoint = run_dir / "weights" / "lightning" / "model.ckpt"
-    command = [ANOMALIB, "export", "--model", "model.yaml", "--export_type", "onnx", "--ckpt_path", str(checkpoint)]
-    run([*command, "--input_size", "[64,64]", "--export_root", "export"], tmp_path)
-
-    images = demo_test_images(demo_root)
-    model = CutPaste.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
-    with torch.no_grad():
-        expected = model(images).pred_score
-    assert expected.std() > 0
-    session = onnxruntime.InferenceSession(str(tmp_path / "export" / "weights" / "onnx" / "model.onnx"))
-    onnx_scores = session.run(["pred_score"], {session.get_inputs()[0].name: images.numpy()})[0]
-    np.testing.assert_allclose(onnx_scores, expected.numpy(), rtol=1e-4, atol=1e-4)
+    assert_onnx_export_matches_checkpoint(tmp_path, run_dir, CutPaste, demo_root)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -251,7 +241,9 @@ def test_patch_map_of_a_defect_free_texture_has_no_border_hot_spots(seed: int) -
         noise = torch.rand(3, 128, 128, generator=generator) * 0.1
         return (0.45 + 0.12 * wave + noise).clamp(0, 1)
 
-    model = CutPasteModel()  # the defaults: 64 px windows (32 px at this 128 px input would be the paper's ratio)
+    model = (
+        build_cutpaste_network()
+    )  # the defaults: 64 px windows (32 px at this 128 px input would be the paper's ratio)
     model.patch_size, model.patch_stride = 32, 8
     normal = torch.stack([texture() for _ in range(12)])
     fitted(model, (normal - MEAN) / STD)

@@ -5,7 +5,7 @@ import torch
 
 from anomalib_ssad.components import cell_labels, local_cell_features
 from anomalib_ssad.models.pretext_module import balanced_cross_entropy
-from anomalib_ssad.models.ssad.torch_model import SSADModel
+from anomalib_ssad.models.ssad.torch_model import build_ssad_network
 from tests.test_ssad_torch_model import MEAN, STD
 
 
@@ -55,13 +55,13 @@ def test_balanced_cross_entropy_weighs_classes_equally():
 @pytest.mark.parametrize("dense_features", ["backbone+head", "head", "backbone"])
 def test_dense_mode_trains_per_cell_and_scores_every_cell(dense_features):
     torch.manual_seed(0)
-    model = SSADModel(backbone="resnet18", pretrained=False, dense_features=dense_features)
+    model = build_ssad_network(backbone="resnet18", pretrained=False, dense_features=dense_features)
     embeddings, logits = model.train()(torch.rand(2, 3, 64, 96))
     assert logits.shape == (2, 8, 12, 3) and embeddings[0].shape == (2, 8, 12, 128)
     model.eval()
     with torch.no_grad():
         normal = model.normal_embeddings(torch.rand(3, 3, 64, 64))[0]
-        model.fit_memory_banks([normal])
+        model.scorer.fit([normal])
         output = model(torch.rand(2, 1, 64, 96))
     expected_dim = {"backbone+head": 128 + 256 + 128, "head": 128, "backbone": 128 + 256}[dense_features]
     assert sum(model.dense_part_sizes) == expected_dim
@@ -87,10 +87,10 @@ def test_defect_on_a_dark_background_object_lights_up_the_object():
     """The map peaks on a defect on the object, not on the dark background or along the object's outline."""
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    model = SSADModel(backbone="efficientnet_lite0", pretrained=True).eval()
+    model = build_ssad_network(backbone="efficientnet_lite0", pretrained=True).eval()
     normal = torch.stack([_dark_background_object(generator) for _ in range(16)])
     with torch.no_grad():
-        model.fit_memory_banks(model.normal_embeddings((normal - MEAN) / STD))
+        model.scorer.fit(model.normal_embeddings((normal - MEAN) / STD))
         test = torch.stack([_dark_background_object(generator) for _ in range(2)])
         clean = model((test - MEAN) / STD)
         test[:, :, 70:80, 50:62] = torch.tensor([0.25, 0.45, 0.8]).view(1, 3, 1, 1)  # a blue stain on the object
@@ -141,7 +141,8 @@ def test_normal_rows_are_capped_by_a_random_subset_of_every_batch(bottle_images)
 
 
 def test_cell_scorer_needs_no_more_rows_than_its_holdout_and_coreset_use():
-    from anomalib_ssad.components.memory_bank import CORESET_CANDIDATES, CellScorer
+    from anomalib_ssad.components.memory_bank import CORESET_CANDIDATES
+    from anomalib_ssad.components.scorers import CellScorer
 
     scorer = CellScorer((4,), capacity=8, holdout=20000)
     # A tenth is held out up to 20,000 rows: 200,000 rows fill the holdout and leave > 65,536 candidates.

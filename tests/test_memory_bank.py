@@ -3,7 +3,8 @@ import torch
 from torch.nn import functional as F
 
 from anomalib_ssad.components import MemoryBank, knn_cosine_distance, knn_cosine_distance_gradient
-from anomalib_ssad.components.memory_bank import CellScorer, greedy_coreset, knn_distance
+from anomalib_ssad.components.memory_bank import greedy_coreset, knn_distance
+from anomalib_ssad.components.scorers import CellScorer
 
 
 def brute_force(queries, bank, k):
@@ -137,34 +138,34 @@ def test_cell_scorer_combines_direction_and_magnitude_in_units_of_a_normal_cell(
     scorers = {distance: CellScorer((6,), capacity=64, distance=distance) for distance in ("cosine", "euclidean")}
     combined = CellScorer((6,), capacity=64)
     for scorer in [*scorers.values(), combined]:
-        scorer.fit(normal, generator=torch.Generator().manual_seed(1))
+        scorer.fit([normal], generator=torch.Generator().manual_seed(1))
     fresh = _normal_cells(generator, 200)
     # A typical normal cell scores about 1 (each distance is divided by a held-out normal cell's).
-    assert combined(fresh).mean().item() == pytest.approx(1.0, abs=0.25)
+    assert combined([fresh]).mean().item() == pytest.approx(1.0, abs=0.25)
     # A much brighter copy of a normal cell lies far away, but about the normal mean it points where normal
     # variation (strength) points too: the cosine distance alone does not single it out; the others do.
     brighter = fresh[:20] * 3.0
-    assert scorers["cosine"](brighter).median() < scorers["cosine"](fresh).median()
+    assert scorers["cosine"]([brighter]).median() < scorers["cosine"]([fresh]).median()
     for scorer in (scorers["euclidean"], combined):
-        assert scorer(brighter).min() > scorer(fresh).max()
+        assert scorer([brighter]).min() > scorer([fresh]).max()
     # A different pattern of the same strength: both distances single most of it out.
     swapped = fresh[:20][:, [1, 0, 3, 2, 5, 4]]
     for scorer in [*scorers.values(), combined]:
-        assert scorer(swapped).quantile(0.1) > scorer(fresh).quantile(0.9)
+        assert scorer([swapped]).quantile(0.1) > scorer([fresh]).quantile(0.9)
     # The combined score is the mean of the two scaled distances.
-    expected = (scorers["cosine"](brighter) + scorers["euclidean"](brighter)) / 2
-    torch.testing.assert_close(combined(brighter), expected, rtol=0.05, atol=0.0)
+    expected = (scorers["cosine"]([brighter]) + scorers["euclidean"]([brighter])) / 2
+    torch.testing.assert_close(combined([brighter]), expected, rtol=0.05, atol=0.0)
 
 
 def test_cell_scorer_state_dict_restores_banks_and_scales():
     generator = torch.Generator().manual_seed(0)
     scorer = CellScorer((4, 2), capacity=16)
-    scorer.fit(_normal_cells(generator), generator=generator)
+    scorer.fit([_normal_cells(generator)], generator=generator)
     assert [len(bank) for bank in scorer.banks] == [16, 16]
     restored = CellScorer((4, 2), capacity=16)
     restored.load_state_dict(scorer.state_dict())
     queries = _normal_cells(generator, 10)
-    torch.testing.assert_close(restored(queries), scorer(queries))
+    torch.testing.assert_close(restored([queries]), scorer([queries]))
     with pytest.raises(ValueError, match="distance"):
         CellScorer((6,), distance="l1")
 

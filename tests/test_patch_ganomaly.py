@@ -3,14 +3,13 @@
 
 """Tests of Patch-GANomaly: patch crops, window scoring on any image size, Engine, CLI, checkpoint and export."""
 
-import numpy as np
 import pytest
 import torch
 
 from anomalib_ssad.components.patch_grid import crop_patches, random_crops
 from anomalib_ssad.models.patch_ganomaly.torch_model import PatchGanomalyModel
-from tests.conftest import assert_checkpoint_round_trip, demo_test_images, fit_and_test_on_demo
-from tests.test_ssad_end_to_end import ANOMALIB, run, train_with_cli
+from tests.conftest import assert_checkpoint_round_trip, fit_and_test_on_demo
+from tests.test_ssad_end_to_end import assert_onnx_export_matches_checkpoint, train_with_cli
 
 TINY_MODEL = {"patch_size": 32, "patch_stride": 16, "crops_per_image": 4, "epochs": 1, "n_features": 8}
 
@@ -101,18 +100,5 @@ def test_engine_fit_test_and_checkpoint_round_trip(tmp_path, demo_root) -> None:
 def test_cli_train_and_onnx_export_give_checkpoint_scores(tmp_path, demo_root) -> None:
     from anomalib_ssad import PatchGanomaly
 
-    onnxruntime = pytest.importorskip("onnxruntime")
     run_dir = train_with_cli(tmp_path, demo_root, "anomalib_ssad.PatchGanomaly", TINY_MODEL)
-    checkpoint = run_dir / "weights" / "lightning" / "model.ckpt"
-    command = [ANOMALIB, "export", "--model", "model.yaml", "--export_type", "onnx", "--ckpt_path", str(checkpoint)]
-    run([*command, "--input_size", "[64,64]", "--export_root", "export"], tmp_path)
-
-    images = demo_test_images(demo_root)
-    model = PatchGanomaly.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
-    with torch.no_grad():
-        expected = model(images)
-    assert expected.pred_score.std() > 0
-    session = onnxruntime.InferenceSession(str(tmp_path / "export" / "weights" / "onnx" / "model.onnx"))
-    onnx_scores, onnx_maps = session.run(["pred_score", "anomaly_map"], {"input": images.numpy()})
-    np.testing.assert_allclose(onnx_scores, expected.pred_score.numpy(), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(onnx_maps, expected.anomaly_map.numpy(), rtol=1e-4, atol=1e-4)
+    assert_onnx_export_matches_checkpoint(tmp_path, run_dir, PatchGanomaly, demo_root, ("pred_score", "anomaly_map"))

@@ -75,6 +75,24 @@ def train_with_cli(workdir: Path, demo_root: Path, class_path: str, init_args: d
     return run_dir
 
 
+def assert_onnx_export_matches_checkpoint(
+    workdir: Path, run_dir: Path, model_cls: type, demo_root: Path, outputs: tuple[str, ...] = ("pred_score",)
+) -> None:
+    """`anomalib export --export_type onnx` of a CLI run gives the checkpoint's outputs on the demo test images."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    checkpoint = run_dir / "weights" / "lightning" / "model.ckpt"
+    command = [ANOMALIB, "export", "--model", "model.yaml", "--export_type", "onnx", "--ckpt_path", str(checkpoint)]
+    run([*command, "--input_size", "[64,64]", "--export_root", "export"], workdir)
+    images = demo_test_images(demo_root)
+    model = model_cls.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
+    with torch.no_grad():
+        expected = model(images)
+    assert expected.pred_score.std() > 0  # scores are informative, not saturated
+    session = onnxruntime.InferenceSession(str(workdir / "export" / "weights" / "onnx" / "model.onnx"))
+    for name, value in zip(outputs, session.run(list(outputs), {"input": images.numpy()}), strict=True):
+        np.testing.assert_allclose(value, getattr(expected, name).numpy(), rtol=1e-4, atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, demo_root):
     """`anomalib train --config` on the demo subset; returns (workdir, run folder)."""
@@ -191,9 +209,9 @@ def test_engine_fit_and_checkpoint_round_trip(tmp_path, demo_root):
         visualizer=False,
     )
     engine, _ = fit_and_test_on_demo(model, demo_root, tmp_path)
-    assert 0 < len(model.model.memory_banks[0]) <= model.hparams.memory_bank_size
+    assert 0 < len(model.model.scorer.banks[0]) <= model.hparams.memory_bank_size
     restored = assert_checkpoint_round_trip(engine, model, demo_root, tmp_path)
-    torch.testing.assert_close(restored.model.memory_banks[0].memory_bank, model.model.memory_banks[0].memory_bank)
+    torch.testing.assert_close(restored.model.scorer.banks[0].memory_bank, model.model.scorer.banks[0].memory_bank)
 
 
 def test_ddp_two_processes_fit_one_normal_model_from_all_images(trained_run, tmp_path, demo_root):
@@ -216,7 +234,7 @@ def test_ddp_two_processes_fit_one_normal_model_from_all_images(trained_run, tmp
     single, ddp = load(run_dir), load(tmp_path / "results" / "SSAD" / "MVTecAD" / "bottle" / "v0")
     # 30 images x 8 x 8 cells at 64 px fit in the bank whole (less the held-out tenth): its size counts the
     # images every process contributed; one process's half would give 864 rows.
-    for single_bank, ddp_bank in zip(single.model.cell_scorer.banks, ddp.model.cell_scorer.banks, strict=True):
+    for single_bank, ddp_bank in zip(single.model.scorer.banks, ddp.model.scorer.banks, strict=True):
         assert len(single_bank) == 30 * 8 * 8 - 192
         assert ddp_bank.memory_bank.shape == single_bank.memory_bank.shape
     images = demo_test_images(demo_root)

@@ -2,17 +2,17 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from anomalib_ssad.components import knn_cosine_distance
-from anomalib_ssad.models.ssad.torch_model import SSADModel
+from anomalib_ssad.components import PretextNetwork, knn_cosine_distance
+from anomalib_ssad.models.ssad.torch_model import build_ssad_network
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
-def fitted(model: SSADModel, normal: torch.Tensor) -> SSADModel:
+def fitted(model: PretextNetwork, normal: torch.Tensor) -> PretextNetwork:
     model.eval()
     with torch.no_grad():
-        model.fit_memory_banks(model.normal_embeddings(normal))
+        model.scorer.fit(model.normal_embeddings(normal))
     return model
 
 
@@ -20,7 +20,7 @@ def fitted(model: SSADModel, normal: torch.Tensor) -> SSADModel:
 @pytest.mark.parametrize("localization", ["image", "patch"])
 def test_train_and_eval_outputs(fusion, localization):
     torch.manual_seed(0)
-    model = SSADModel(backbone="resnet18", pretrained=False, fusion=fusion, localization=localization)
+    model = build_ssad_network(backbone="resnet18", pretrained=False, fusion=fusion, localization=localization)
     embeddings, logits = model.train()(torch.rand(6, 3, 32, 32))
     assert logits.shape == (6, 3)
     assert len(embeddings) == (1 if fusion == "concat" else 3)
@@ -33,19 +33,21 @@ def test_train_and_eval_outputs(fusion, localization):
 
 
 def test_grayscale_input():
-    model = fitted(SSADModel(backbone="resnet18", pretrained=False, localization="image"), torch.rand(3, 1, 64, 64))
+    model = fitted(
+        build_ssad_network(backbone="resnet18", pretrained=False, localization="image"), torch.rand(3, 1, 64, 64)
+    )
     with torch.no_grad():
         output = model(torch.rand(2, 1, 64, 64))
     assert output.anomaly_map.shape == (2, 1, 64, 64)
 
 
-def autograd_grad_cam(model: SSADModel, images: torch.Tensor) -> torch.Tensor:
+def autograd_grad_cam(model: PretextNetwork, images: torch.Tensor) -> torch.Tensor:
     """Reference Grad-CAM with autograd on the last stage (no hooks: the stage output is made a leaf)."""
     stage_maps = model.backbone(images)
     last = stage_maps[-1].detach().requires_grad_(True)
     pooled = [feature_map.mean(dim=(2, 3)) for feature_map in stage_maps[:-1]] + [last.mean(dim=(2, 3))]
     embedding = model.heads[0](torch.cat(pooled, dim=-1))
-    scores, _ = knn_cosine_distance(embedding, model.memory_banks[0].memory_bank, k=model.num_neighbors)
+    scores, _ = knn_cosine_distance(embedding, model.scorer.banks[0].memory_bank, k=model.scorer.num_neighbors)
     (gradient,) = torch.autograd.grad(scores.sum(), last)
     cam = F.relu((gradient.mean(dim=(2, 3), keepdim=True) * last).sum(dim=1, keepdim=True))
     cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)
@@ -54,7 +56,9 @@ def autograd_grad_cam(model: SSADModel, images: torch.Tensor) -> torch.Tensor:
 
 def test_grad_cam_is_batched_and_equals_autograd():
     torch.manual_seed(0)
-    model = fitted(SSADModel(backbone="resnet18", pretrained=False, localization="image"), torch.rand(8, 3, 64, 64))
+    model = fitted(
+        build_ssad_network(backbone="resnet18", pretrained=False, localization="image"), torch.rand(8, 3, 64, 64)
+    )
     images = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
         batched = model(images).anomaly_map
@@ -68,7 +72,9 @@ def test_grad_cam_is_batched_and_equals_autograd():
 def test_patch_map_lights_up_a_synthetic_defect(bottle_images, localization):
     """A defect painted at a known spot of a normal bottle image is where the patch-level map peaks."""
     torch.manual_seed(0)
-    model = SSADModel(backbone="efficientnet_lite0", pretrained=True, localization=localization, patch_stride=8)
+    model = build_ssad_network(
+        backbone="efficientnet_lite0", pretrained=True, localization=localization, patch_stride=8
+    )
     normal = (bottle_images[:20] - MEAN) / STD
     fitted(model, normal)
     test = bottle_images[20:22].clone()
@@ -83,7 +89,9 @@ def test_patch_map_lights_up_a_synthetic_defect(bottle_images, localization):
 
 
 def test_dense_and_crop_patch_embeddings_share_the_grid():
-    model = SSADModel(backbone="resnet18", pretrained=False, localization="patch", patch_embedding="crops").eval()
+    model = build_ssad_network(
+        backbone="resnet18", pretrained=False, localization="patch", patch_embedding="crops"
+    ).eval()
     with torch.no_grad():
         crops = model.patch_embeddings(torch.rand(2, 3, 64, 80))
         model.patch_embedding = "dense"
@@ -94,7 +102,7 @@ def test_dense_and_crop_patch_embeddings_share_the_grid():
 @pytest.mark.parametrize("localization", ["dense", "patch"])
 def test_eval_forward_is_exportable(localization):
     model = fitted(
-        SSADModel(backbone="resnet18", pretrained=False, localization=localization), torch.rand(2, 3, 64, 64)
+        build_ssad_network(backbone="resnet18", pretrained=False, localization=localization), torch.rand(2, 3, 64, 64)
     )
     images = torch.rand(1, 3, 64, 64)
     exported = torch.export.export(model, (images,))
@@ -106,8 +114,10 @@ def test_eval_forward_is_exportable(localization):
 
 def test_invalid_options():
     with pytest.raises(ValueError, match="fusion"):
-        SSADModel(backbone="resnet18", pretrained=False, fusion="sum")
+        build_ssad_network(backbone="resnet18", pretrained=False, fusion="sum")
     with pytest.raises(ValueError, match="smaller than patch_size"):
-        fitted(SSADModel(backbone="resnet18", pretrained=False, localization="patch"), torch.rand(1, 3, 16, 16))
+        fitted(
+            build_ssad_network(backbone="resnet18", pretrained=False, localization="patch"), torch.rand(1, 3, 16, 16)
+        )
     with pytest.raises(ValueError, match="dense_features"):
-        SSADModel(backbone="resnet18", pretrained=False, dense_features="pixels")
+        build_ssad_network(backbone="resnet18", pretrained=False, dense_features="pixels")

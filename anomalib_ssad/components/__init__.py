@@ -6,8 +6,9 @@
 - synthetic anomalies for the pretext task: :class:`SyntheticAnomalyGenerator`, :class:`ObjectMasker`;
 - backbones with offline-capable ImageNet weights: :func:`build_backbone`;
 - the projection head: :class:`ProjectionHead`;
-- the memory bank and its k-NN cosine scorer: :class:`MemoryBank`, :func:`knn_cosine_distance`;
-- the Gaussian density and its Mahalanobis scorer: :class:`GaussianDensity`, :func:`ledoit_wolf`;
+- the memory bank and its chunked k-NN search: :class:`MemoryBank`, :func:`knn_cosine_distance`;
+- the Gaussian density (Mahalanobis distance): :class:`GaussianDensity`, :func:`ledoit_wolf`;
+- the scorers a network is given: :class:`KnnScorer`, :class:`GaussianScorer`, :class:`CellScorer`;
 - the network both models share (backbone, fusion, heads, classifier, localization): :class:`PretextNetwork`;
 - localization: :func:`local_cell_features` and :func:`cell_labels` (dense, the default),
   :func:`grad_cam` (image level), :func:`dense_patch_features` / :func:`crop_patches` (windows) and
@@ -32,13 +33,17 @@ from .patch_grid import (
 from .perlin import perlin_mask, perlin_noise
 from .pretext_network import PretextNetwork
 from .projection_head import ProjectionHead
+from .scorers import CellScorer, GaussianScorer, KnnScorer
 
 __all__ = [
     "BACKBONES",
     "DOWNLOAD_TIMEOUT_SECONDS",
     "BackboneWeightsError",
+    "CellScorer",
     "FeatureExtractor",
     "GaussianDensity",
+    "GaussianScorer",
+    "KnnScorer",
     "MemoryBank",
     "ObjectMasker",
     "PretextNetwork",

@@ -1,7 +1,7 @@
 # Copyright (C) 2026 anomalib-ssad developers
 # SPDX-License-Identifier: Apache-2.0
 
-"""Memory bank of normal embeddings and its k-nearest-neighbour cosine scorer.
+"""Memory bank of normal embeddings and its chunked k-nearest-neighbour search (cosine or Euclidean).
 
 The bank is a buffer stored in the checkpoint: filled at once from the normal embeddings (keeping a greedy
 coreset or a random subset of ``capacity`` rows), or used as a FIFO (the paper's train-mode bank). The scorer
@@ -373,107 +373,3 @@ def _import_faiss() -> Any:
         msg = "search='faiss' needs the faiss package: pip install faiss-cpu (or use search='exact')."
         raise ImportError(msg) from error
     return faiss
-
-
-CellDistance = Literal["cosine", "euclidean", "cosine+euclidean"]
-
-
-class CellScorer(DynamicBufferMixin, nn.Module):
-    """k-NN scorer of feature-grid cells: distances to the normal cells, each in units of a normal cell's own.
-
-    ``"cosine"`` compares directions about the normal mean (:class:`CentredParts`): it ignores how strongly a
-    cell deviates, so a reflection that only brightens a normal pattern stays normal. ``"euclidean"`` compares
-    raw features: it sees magnitude changes (a darker or brighter region) that cosine misses. The default,
-    ``"cosine+euclidean"``, keeps one bank per distance, each subsampled in its own geometry, and scores a cell
-    by the mean of its two distances, each divided by the mean distance of held-out normal cells (so both count
-    alike and a typical normal cell scores about 1). The measurements behind it are in
-    ``benchmarks/results/ssad_ablation``.
-
-    Args:
-        part_sizes: Sizes of the consecutive parts of an embedding (each centred and normalised on its own for
-            the cosine distance).
-        capacity: Rows kept in each bank.
-        distance: ``"cosine"``, ``"euclidean"`` or ``"cosine+euclidean"``.
-        num_neighbors: ``k`` of the k-NN distance.
-        chunk_size: Rows per chunk of the k-NN search.
-        holdout: Largest number of normal rows held out of the banks to measure a normal cell's distance.
-        search: ``"exact"`` or ``"faiss"`` (approximate; see :class:`MemoryBank`).
-
-    Example:
-        >>> import torch
-        >>> scorer = CellScorer((4,), capacity=32)
-        >>> scorer.fit(torch.rand(200, 4) + 1.0)
-        >>> scorer(torch.rand(3, 4) + 1.0).shape
-        torch.Size([3])
-    """
-
-    scale: torch.Tensor
-
-    def __init__(
-        self,
-        part_sizes: tuple[int, ...],
-        capacity: int = 4096,
-        distance: CellDistance = "cosine+euclidean",
-        num_neighbors: int = 3,
-        chunk_size: int = 4096,
-        holdout: int = 20000,
-        search: Search = "exact",
-    ) -> None:
-        super().__init__()
-        if distance not in {"cosine", "euclidean", "cosine+euclidean"}:
-            msg = f"distance must be 'cosine', 'euclidean' or 'cosine+euclidean', got {distance!r}."
-            raise ValueError(msg)
-        self.metrics: tuple[Metric, ...] = tuple(distance.split("+"))  # type: ignore[assignment]
-        self.centred_parts = CentredParts(part_sizes)
-        self.banks = nn.ModuleList(MemoryBank(capacity, metric=metric, search=search) for metric in self.metrics)
-        self.num_neighbors = num_neighbors
-        self.chunk_size = chunk_size
-        self.holdout = holdout
-        self.register_buffer("scale", torch.ones(len(self.metrics)))
-
-    @property
-    def max_fit_rows(self) -> int:
-        """Normal rows beyond which :meth:`fit` learns nothing more (its holdout and coreset candidates are full).
-
-        Fitting on a uniform random subset of this many rows draws from the same distribution as fitting on
-        all of them; collecting no more keeps memory bounded for any training set.
-        """
-        return max(10 * self.holdout, CORESET_CANDIDATES + self.holdout)
-
-    def _distances(self, embeddings: torch.Tensor) -> list[torch.Tensor]:
-        """Raw k-NN distance of ``embeddings [N, D]`` to each bank."""
-        return [
-            bank.nearest(
-                self.centred_parts(embeddings) if bank.metric == "cosine" else embeddings,
-                k=self.num_neighbors,
-                chunk_size=self.chunk_size,
-            )[0]
-            for bank in self.banks
-        ]
-
-    def fit(
-        self,
-        embeddings: torch.Tensor,
-        generator: torch.Generator | None = None,
-        sampler: Sampler = "coreset",
-    ) -> None:
-        """Fit on normal cells ``[N, D]``: the mean, the banks (``sampler`` subset) and the normal distances.
-
-        A tenth of the rows (at most ``holdout``, none if ``N < 2``) is kept out of the banks and scored against
-        them: their mean distance is the unit of each distance.
-        """
-        embeddings = embeddings.detach().float()
-        self.centred_parts.fit(embeddings)
-        order = torch.randperm(embeddings.shape[0], generator=generator).to(embeddings.device)
-        num_held = min(self.holdout, embeddings.shape[0] // 10)
-        held, rest = (embeddings[order[:num_held]], embeddings[order[num_held:]]) if num_held else (None, embeddings)
-        for bank in self.banks:
-            bank.fill(self.centred_parts(rest) if bank.metric == "cosine" else rest, generator, sampler)
-        self.scale = torch.ones_like(self.scale)
-        if held is not None:
-            distances = torch.stack([distance.mean() for distance in self._distances(held)])
-            self.scale = distances.clamp_min(_EPS).to(self.scale.device)
-
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Anomaly score of every cell ``[N, D]``: mean over distances of distance / normal distance, ``[N]``."""
-        return (torch.stack(self._distances(embeddings), dim=1) / self.scale).mean(dim=1)

@@ -14,25 +14,24 @@ Three localization modes, each with the pretext task that matches what it scores
   grid (windows pooled from one pass, or each window cropped and embedded alone).
 - ``"image"``: whole-image embeddings; the anomaly map is Grad-CAM of the image score.
 
-The subclass scores embeddings (:meth:`PretextNetwork.score`, e.g. k-NN cosine distance or Mahalanobis
-distance). Training mode returns the embeddings and the pretext logits (per cell in ``"dense"`` mode); eval mode
-returns an ``InferenceBatch``.
+The network is given its scorer (:mod:`~anomalib_ssad.components.scorers`: k-NN memory bank, Gaussian, dense
+cells), built for it by a function of the network (which may read its heads or cell embedding layout). Training
+mode returns the embeddings and the pretext logits (per cell in ``"dense"`` mode); eval mode returns an
+``InferenceBatch``.
 
 Example:
     >>> import torch
     >>> from anomalib_ssad.components.pretext_network import PretextNetwork
-    >>> class NormScore(PretextNetwork):
-    ...     def score(self, embeddings):
-    ...         return embeddings[0].norm(dim=-1)
-    ...     def score_with_gradient(self, embeddings):
-    ...         score = self.score(embeddings)
-    ...         return score, embeddings[-1] / score[:, None]
-    >>> model = NormScore(backbone="resnet18", pretrained=False, localization="image").eval()
+    >>> from anomalib_ssad.components.scorers import GaussianScorer
+    >>> model = PretextNetwork(
+    ...     backbone="resnet18", pretrained=False, localization="image", scorer=lambda network: GaussianScorer()
+    ... )
+    >>> model.scorer.fit(model.eval().normal_embeddings(torch.rand(16, 3, 64, 64)))
     >>> model(torch.rand(2, 3, 64, 64)).anomaly_map.shape
     torch.Size([2, 1, 64, 64])
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -64,7 +63,7 @@ DENSE_STAGES = (0, 1)
 
 
 class PretextNetwork(nn.Module):
-    """Backbone, projection head(s) and pretext classifier; subclasses define the anomaly score.
+    """Backbone, projection head(s), pretext classifier and the scorer it is given.
 
     Args:
         backbone: Backbone name (see :data:`anomalib_ssad.components.BACKBONES`).
@@ -83,6 +82,8 @@ class PretextNetwork(nn.Module):
             embedded on its own, in batches of ``patch_batch_size``).
         patch_batch_size: Windows per backbone pass in ``"crops"`` mode.
         sigma: Gaussian smoothing of the patch-level map, in pixels (0 disables).
+        scorer: Builds the scorer from the finished network (e.g. ``lambda network: KnnScorer(len(network.heads))``;
+            see :mod:`~anomalib_ssad.components.scorers`); it is kept as ``self.scorer``.
 
     Raises:
         ValueError: For an unknown ``fusion``, ``localization`` or ``patch_embedding``, or a size out of range.
@@ -103,6 +104,8 @@ class PretextNetwork(nn.Module):
         patch_embedding: PatchEmbedding = "dense",
         patch_batch_size: int = 1024,
         sigma: float = 4.0,
+        *,
+        scorer: Callable[["PretextNetwork"], nn.Module],
     ) -> None:
         super().__init__()
         if fusion not in {"concat", "multiply"}:
@@ -142,14 +145,11 @@ class PretextNetwork(nn.Module):
         self.patch_embedding = patch_embedding
         self.patch_batch_size = patch_batch_size
         self.blur = gaussian_blur(sigma)
+        self.scorer = scorer(self)
 
     def score(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Anomaly score ``[N]`` of flattened embeddings, one ``[N, D]`` tensor per head."""
-        raise NotImplementedError
-
-    def score_with_gradient(self, embeddings: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Score ``[N]`` and its gradient with respect to the last head's embedding ``[N, D]`` (closed form)."""
-        raise NotImplementedError
+        """Anomaly score ``[N]`` of flattened embeddings, one ``[N, D]`` tensor per head (the scorer's)."""
+        return self.scorer(embeddings)
 
     def _group_stages(self, pooled: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Head inputs from per-stage pooled features ``[..., C_i]``: one concatenation, or one per stage."""
@@ -284,7 +284,7 @@ class PretextNetwork(nn.Module):
             anomaly_map = assemble_anomaly_map(grid_scores, image_size, self.patch_size, self.blur)
             return InferenceBatch(pred_score=grid_scores.flatten(1).amax(dim=1), anomaly_map=anomaly_map)
         embeddings, stage_maps = self.embed(images)
-        score, embedding_gradient = self.score_with_gradient(embeddings)
+        score, embedding_gradient = self.scorer.score_with_gradient(embeddings)
         anomaly_map = self._grad_cam(stage_maps, embedding_gradient, score, image_size)
         return InferenceBatch(pred_score=score, anomaly_map=anomaly_map)
 

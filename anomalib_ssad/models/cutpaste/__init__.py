@@ -4,6 +4,6 @@
 """CutPaste: self-supervised learning for anomaly detection and localization (see README.md beside this file)."""
 
 from .lightning_model import CutPaste
-from .torch_model import CutPasteModel
+from .torch_model import build_cutpaste_network
 
-__all__ = ["CutPaste", "CutPasteModel"]
+__all__ = ["CutPaste", "build_cutpaste_network"]

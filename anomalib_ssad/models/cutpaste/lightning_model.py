@@ -35,7 +35,7 @@ from anomalib_ssad.models.base import seeded
 from anomalib_ssad.models.pretext_module import Optimizer, PretextAnomalyModule
 from anomalib_ssad.validation import check_interval, check_non_negative, check_positive
 
-from .torch_model import CutPasteModel
+from .torch_model import build_cutpaste_network
 
 
 class CutPaste(PretextAnomalyModule):
@@ -154,7 +154,7 @@ class CutPaste(PretextAnomalyModule):
         self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
         self.variant = variant
         with seeded(seed):
-            self.model = CutPasteModel(
+            self.model = build_cutpaste_network(
                 backbone=backbone,
                 pretrained=pretrained,
                 weights_path=weights_path,
@@ -187,4 +187,4 @@ class CutPaste(PretextAnomalyModule):
 
     def fit_gaussian(self, dataloader: torch.utils.data.DataLoader) -> None:
         """Fit mean and Ledoit-Wolf precision to the embeddings of the (clean) images of ``dataloader``."""
-        self.model.density.fit(self.collect_normal_embeddings(dataloader)[0])
+        self.model.scorer.fit(self.collect_normal_embeddings(dataloader))

@@ -1,39 +1,47 @@
 # Copyright (C) 2026 anomalib-ssad developers
 # SPDX-License-Identifier: Apache-2.0
 
-"""PyTorch model of CutPaste: the shared pretext network scored by a Gaussian density of normal embeddings.
+"""PyTorch model of CutPaste: the shared pretext network given a Gaussian-density scorer.
 
-In training mode the model returns embeddings and pretext logits (binary or 3-way); in eval mode it returns an
-``InferenceBatch`` with the Mahalanobis distance of the embedding to the Gaussian fitted on normal training
-embeddings, and an anomaly map from closed-form Grad-CAM (``localization="image"``) or from scoring every
-``patch_size`` window with the same Gaussian (``localization="patch"``).
+:func:`build_cutpaste_network` builds a :class:`~anomalib_ssad.components.PretextNetwork` whose pooled backbone
+stages are concatenated and embedded by one projection head, scored by the Mahalanobis distance to a Gaussian of
+normal embeddings (:class:`~anomalib_ssad.components.scorers.GaussianScorer`). In training mode the network
+returns embeddings and pretext logits (binary or 3-way); in eval mode an ``InferenceBatch`` with the score and an
+anomaly map from closed-form Grad-CAM (``localization="image"``) or from scoring every ``patch_size`` window with
+the same Gaussian (``localization="patch"``).
 
 Example:
     >>> import torch
-    >>> from anomalib_ssad.models.cutpaste.torch_model import CutPasteModel
-    >>> model = CutPasteModel(backbone="resnet18", pretrained=False, num_classes=2, localization="image")
+    >>> from anomalib_ssad.models.cutpaste.torch_model import build_cutpaste_network
+    >>> model = build_cutpaste_network(backbone="resnet18", pretrained=False, num_classes=2, localization="image")
     >>> embeddings, logits = model(torch.rand(4, 3, 64, 64))
     >>> logits.shape
     torch.Size([4, 2])
-    >>> model.density.fit(torch.randn(32, 128))
+    >>> model.scorer.fit([torch.randn(32, 128)])
     >>> model.eval()(torch.rand(2, 3, 64, 64)).anomaly_map.shape
     torch.Size([2, 1, 64, 64])
 """
 
 from collections.abc import Sequence
 
-import torch
-
-from anomalib_ssad.components import GaussianDensity
 from anomalib_ssad.components.pretext_network import Localization, PatchEmbedding, PretextNetwork
+from anomalib_ssad.components.scorers import GaussianScorer
 
 
-class CutPasteModel(PretextNetwork):
-    """CutPaste network: backbone, MLP projection head, linear classifier and a Gaussian density.
-
-    The pooled backbone stages are concatenated and embedded by one
-    :class:`~anomalib_ssad.components.ProjectionHead`; the score is the Mahalanobis distance of that embedding
-    under :class:`~anomalib_ssad.components.GaussianDensity`.
+def build_cutpaste_network(
+    backbone: str = "efficientnet_lite0",
+    pretrained: bool = True,
+    weights_path: str | None = None,
+    head_dims: Sequence[int] = (512, 512, 128),
+    num_classes: int = 3,
+    localization: Localization = "patch",
+    patch_size: int = 64,
+    patch_stride: int = 16,
+    patch_embedding: PatchEmbedding = "crops",
+    patch_batch_size: int = 256,
+    sigma: float = 4.0,
+) -> PretextNetwork:
+    """CutPaste's network: backbone, MLP projection head, linear classifier, given a Gaussian scorer.
 
     Args:
         backbone: Backbone name (see :data:`anomalib_ssad.components.BACKBONES`).
@@ -48,43 +56,22 @@ class CutPasteModel(PretextNetwork):
             embedded on its own, as the paper does).
         patch_batch_size: Windows per backbone pass in ``"crops"`` mode.
         sigma: Gaussian smoothing of the patch-level map, in pixels (0 disables).
+
+    Returns:
+        The network; its ``scorer`` is fitted by ``scorer.fit(network.normal_embeddings(images))``.
     """
-
-    def __init__(
-        self,
-        backbone: str = "efficientnet_lite0",
-        pretrained: bool = True,
-        weights_path: str | None = None,
-        head_dims: Sequence[int] = (512, 512, 128),
-        num_classes: int = 3,
-        localization: Localization = "patch",
-        patch_size: int = 64,
-        patch_stride: int = 16,
-        patch_embedding: PatchEmbedding = "crops",
-        patch_batch_size: int = 256,
-        sigma: float = 4.0,
-    ) -> None:
-        super().__init__(
-            backbone=backbone,
-            pretrained=pretrained,
-            weights_path=weights_path,
-            fusion="concat",
-            head_dims=head_dims,
-            num_classes=num_classes,
-            localization=localization,
-            patch_size=patch_size,
-            patch_stride=patch_stride,
-            patch_embedding=patch_embedding,
-            patch_batch_size=patch_batch_size,
-            sigma=sigma,
-        )
-        self.density = GaussianDensity()
-
-    def score(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Mahalanobis distance of the head's embeddings ``[N, D]`` to the fitted Gaussian, ``[N]``."""
-        return self.density.score(embeddings[0])
-
-    def score_with_gradient(self, embeddings: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mahalanobis distance and its closed-form gradient ``P (z - mean) / distance``."""
-        score = self.score(embeddings)
-        return score, self.density.score_gradient(embeddings[0], score)
+    return PretextNetwork(
+        backbone=backbone,
+        pretrained=pretrained,
+        weights_path=weights_path,
+        fusion="concat",
+        head_dims=head_dims,
+        num_classes=num_classes,
+        localization=localization,
+        patch_size=patch_size,
+        patch_stride=patch_stride,
+        patch_embedding=patch_embedding,
+        patch_batch_size=patch_batch_size,
+        sigma=sigma,
+        scorer=lambda network: GaussianScorer(),
+    )

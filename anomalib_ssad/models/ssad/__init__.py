@@ -4,6 +4,6 @@
 """SSAD: self-supervised anomaly detection with synthetic anomalies (see README.md beside this file)."""
 
 from .lightning_model import SSAD
-from .torch_model import SSADModel
+from .torch_model import build_ssad_network
 
-__all__ = ["SSAD", "SSADModel"]
+__all__ = ["SSAD", "build_ssad_network"]

@@ -29,12 +29,13 @@ from anomalib.visualization import Visualizer
 from torch import nn
 
 from anomalib_ssad.components import SyntheticAnomalyGenerator
-from anomalib_ssad.components.memory_bank import CellDistance, Sampler, Search
+from anomalib_ssad.components.memory_bank import Sampler, Search
+from anomalib_ssad.components.scorers import CellDistance
 from anomalib_ssad.models.base import seeded
 from anomalib_ssad.models.pretext_module import PretextAnomalyModule
 from anomalib_ssad.validation import check_fraction, check_interval, check_non_negative, check_positive
 
-from .torch_model import DenseFeatures, Fusion, Localization, PatchEmbedding, SSADModel
+from .torch_model import DenseFeatures, Fusion, Localization, PatchEmbedding, build_ssad_network
 
 MemoryBankSource = Literal["eval", "train"]
 _JITTER = ("color_jitter[brightness]", "color_jitter[contrast]", "color_jitter[saturation]", "color_jitter[hue]")
@@ -192,18 +193,16 @@ class SSAD(PretextAnomalyModule):
         if memory_bank_source == "train" and localization == "dense":
             msg = "memory_bank_source='train' needs localization='patch' or 'image' (dense cells have no train bank)."
             raise ValueError(msg)
-        if memory_bank_sampler not in {"coreset", "random"}:
-            msg = f"memory_bank_sampler must be 'coreset' or 'random', got {memory_bank_sampler!r}."
-            raise ValueError(msg)
         self.save_hyperparameters(ignore=["pre_processor", "post_processor", "evaluator", "visualizer"])
         with seeded(seed):
-            self.model = SSADModel(
+            self.model = build_ssad_network(
                 backbone=backbone,
                 pretrained=pretrained,
                 weights_path=weights_path,
                 fusion=fusion,
                 head_dims=head_dims,
                 memory_bank_size=memory_bank_size,
+                memory_bank_sampler=memory_bank_sampler,
                 num_neighbors=num_neighbors,
                 localization=localization,
                 dense_features=dense_features,
@@ -239,20 +238,19 @@ class SSAD(PretextAnomalyModule):
             else SyntheticAnomalyGenerator.image_level(**generator_args)
         )
         self.memory_bank_source = memory_bank_source
-        self.memory_bank_sampler = memory_bank_sampler
 
     def on_pretext_step(self, embeddings: list[torch.Tensor], logits: torch.Tensor, labels: torch.Tensor) -> None:
         """The paper's ``"train"`` bank collects embeddings of normal samples the classifier also predicts normal."""
         if self.memory_bank_source == "train":
             normal = (labels == 0) & (logits.argmax(dim=1) == 0)
-            for bank, embedding in zip(self.model.memory_banks, embeddings, strict=True):
+            for bank, embedding in zip(self.model.scorer.banks, embeddings, strict=True):
                 bank.add(embedding[normal])
 
     def on_train_epoch_end(self) -> None:
         """Step the learning-rate schedule; the paper's bank keeps only its newest ``memory_bank_size`` entries."""
         super().on_train_epoch_end()
         if self.memory_bank_source == "train":
-            for bank in self.model.memory_banks:
+            for bank in self.model.scorer.banks:
                 if self._world_size() > 1:  # every process's entries, so the checkpoint holds the whole bank
                     bank.memory_bank = self.gather_rows(bank.memory_bank)
                 bank.truncate()
@@ -263,9 +261,12 @@ class SSAD(PretextAnomalyModule):
             self.rebuild_memory_banks(self._train_dataloader())
 
     def rebuild_memory_banks(self, dataloader: torch.utils.data.DataLoader) -> None:
-        """Fill the memory banks with eval-mode embeddings of the (clean) images of ``dataloader``."""
+        """Fit the scorer on eval-mode embeddings of the (clean) images of ``dataloader``.
+
+        A scorer that uses a bounded number of rows (the dense cells' ``max_fit_rows``) gets a uniform random
+        subset of that many, collected batch by batch.
+        """
         generator = torch.Generator().manual_seed(self.seed)
-        scorer = self.model.cell_scorer
-        max_rows = scorer.max_fit_rows if scorer is not None else None
+        max_rows = getattr(self.model.scorer, "max_fit_rows", None)
         embeddings = self.collect_normal_embeddings(dataloader, max_rows=max_rows, generator=generator)
-        self.model.fit_memory_banks(embeddings, generator=generator, sampler=self.memory_bank_sampler)
+        self.model.scorer.fit(embeddings, generator=generator)

@@ -1,0 +1,241 @@
+# Copyright (C) 2026 anomalib-ssad developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""Scorers a :class:`~anomalib_ssad.components.PretextNetwork` is given: the fitted normal model and its score.
+
+Every scorer is an ``nn.Module`` (its fitted state lives in buffers, so checkpoints hold it) with the same three
+methods, each taking the network's embeddings as one ``[N, D]`` tensor per head:
+
+- ``fit(embeddings, generator=None)``: fit on the embeddings of clean training images;
+- ``forward(embeddings)``: anomaly scores ``[N]``;
+- ``score_with_gradient(embeddings)``: scores and their closed-form gradient with respect to the last head's
+  embedding (image-level Grad-CAM; only scorers of pooled image embeddings need it).
+
+:class:`KnnScorer` (SSAD's memory bank: cosine k-NN), :class:`GaussianScorer` (CutPaste: Mahalanobis distance)
+and :class:`~anomalib_ssad.components.memory_bank.CellScorer` (SSAD's dense cells) are the three.
+
+Example:
+    >>> import torch
+    >>> from anomalib_ssad.components.scorers import KnnScorer
+    >>> scorer = KnnScorer(num_heads=1, capacity=16)
+    >>> scorer.fit([torch.rand(100, 8)])
+    >>> scorer([torch.rand(5, 8)]).shape
+    torch.Size([5])
+"""
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from anomalib.models.components import DynamicBufferMixin
+from torch import nn
+
+from .gaussian_density import GaussianDensity
+from .memory_bank import (
+    _EPS,
+    CORESET_CANDIDATES,
+    CentredParts,
+    MemoryBank,
+    Metric,
+    Sampler,
+    Search,
+    knn_cosine_distance_gradient,
+)
+
+CellDistance = Literal["cosine", "euclidean", "cosine+euclidean"]
+
+
+class KnnScorer(nn.Module):
+    """Mean cosine distance to the ``k`` nearest normal embeddings, one memory bank per head.
+
+    With several heads (one per backbone stage) the per-head scores are combined by their geometric mean.
+
+    Args:
+        num_heads: Number of heads, hence of banks.
+        capacity: Rows kept in each bank.
+        num_neighbors: ``k`` of the k-NN distance.
+        chunk_size: Rows per chunk of the k-NN search.
+        search: ``"exact"`` or ``"faiss"`` (see :class:`~anomalib_ssad.components.MemoryBank`).
+        sampler: How a bank keeps ``capacity`` of more rows: ``"random"`` or ``"coreset"``.
+    """
+
+    def __init__(
+        self,
+        num_heads: int = 1,
+        capacity: int = 2048,
+        num_neighbors: int = 3,
+        chunk_size: int = 4096,
+        search: Search = "exact",
+        sampler: Sampler = "random",
+    ) -> None:
+        super().__init__()
+        self.banks = nn.ModuleList(MemoryBank(capacity, search=search) for _ in range(num_heads))
+        self.num_neighbors = num_neighbors
+        self.chunk_size = chunk_size
+        self.sampler = sampler
+
+    def fit(self, embeddings: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> None:
+        """Fill every bank with its head's normal embeddings (a ``sampler`` subset of ``capacity`` rows)."""
+        for bank, embedding in zip(self.banks, embeddings, strict=True):
+            bank.fill(embedding, generator=generator, sampler=self.sampler)
+
+    def _knn(self, embeddings: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Combined score, each head's scores and each head's neighbour indices."""
+        results = [
+            bank.nearest(embedding, k=self.num_neighbors, chunk_size=self.chunk_size)
+            for embedding, bank in zip(embeddings, self.banks, strict=True)
+        ]
+        head_scores = [score for score, _ in results]
+        if len(head_scores) == 1:
+            combined = head_scores[0]
+        else:
+            combined = torch.stack(head_scores).clamp_min(1e-12).log().mean(dim=0).exp()
+        return combined, head_scores, [neighbours for _, neighbours in results]
+
+    def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+        """k-NN cosine distance (geometric mean over heads), ``[N]``."""
+        return self._knn(embeddings)[0]
+
+    def score_with_gradient(self, embeddings: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score and its closed-form gradient with respect to the last head's embedding (fixed neighbours)."""
+        score, head_scores, neighbours = self._knn(embeddings)
+        last = len(self.banks) - 1
+        gradient = knn_cosine_distance_gradient(embeddings[last], self.banks[last].memory_bank, neighbours[last])
+        if len(self.banks) > 1:
+            # d geometric_mean / d s_last = geometric_mean / (n * s_last)
+            gradient = gradient * (score / (len(self.banks) * head_scores[last].clamp_min(1e-12)))[:, None]
+        return score, gradient
+
+
+class GaussianScorer(nn.Module):
+    """Mahalanobis distance of the (single) head's embedding to a Gaussian of the normal embeddings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.density = GaussianDensity()
+
+    def fit(self, embeddings: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> None:
+        """Fit mean and Ledoit-Wolf precision (deterministic: ``generator`` is not used)."""
+        del generator
+        self.density.fit(_single(embeddings))
+
+    def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Mahalanobis distance, ``[N]``."""
+        return self.density.score(_single(embeddings))
+
+    def score_with_gradient(self, embeddings: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mahalanobis distance and its closed-form gradient ``P (z - mean) / distance``."""
+        score = self(embeddings)
+        return score, self.density.score_gradient(_single(embeddings), score)
+
+
+class CellScorer(DynamicBufferMixin, nn.Module):
+    """k-NN scorer of feature-grid cells: distances to the normal cells, each in units of a normal cell's own.
+
+    ``"cosine"`` compares directions about the normal mean (:class:`CentredParts`): it ignores how strongly a
+    cell deviates, so a reflection that only brightens a normal pattern stays normal. ``"euclidean"`` compares
+    raw features: it sees magnitude changes (a darker or brighter region) that cosine misses. The default,
+    ``"cosine+euclidean"``, keeps one bank per distance, each subsampled in its own geometry, and scores a cell
+    by the mean of its two distances, each divided by the mean distance of held-out normal cells (so both count
+    alike and a typical normal cell scores about 1). The measurements behind it are in
+    ``benchmarks/results/ssad_ablation``.
+
+    Args:
+        part_sizes: Sizes of the consecutive parts of an embedding (each centred and normalised on its own for
+            the cosine distance).
+        capacity: Rows kept in each bank.
+        distance: ``"cosine"``, ``"euclidean"`` or ``"cosine+euclidean"``.
+        num_neighbors: ``k`` of the k-NN distance.
+        chunk_size: Rows per chunk of the k-NN search.
+        holdout: Largest number of normal rows held out of the banks to measure a normal cell's distance.
+        search: ``"exact"`` or ``"faiss"`` (approximate; see :class:`~anomalib_ssad.components.MemoryBank`).
+        sampler: How each bank keeps ``capacity`` of more rows: ``"coreset"`` or ``"random"``.
+
+    Example:
+        >>> import torch
+        >>> scorer = CellScorer((4,), capacity=32)
+        >>> scorer.fit([torch.rand(200, 4) + 1.0])
+        >>> scorer([torch.rand(3, 4) + 1.0]).shape
+        torch.Size([3])
+    """
+
+    scale: torch.Tensor
+
+    def __init__(
+        self,
+        part_sizes: tuple[int, ...],
+        capacity: int = 4096,
+        distance: CellDistance = "cosine+euclidean",
+        num_neighbors: int = 3,
+        chunk_size: int = 4096,
+        holdout: int = 20000,
+        search: Search = "exact",
+        sampler: Sampler = "coreset",
+    ) -> None:
+        super().__init__()
+        if distance not in {"cosine", "euclidean", "cosine+euclidean"}:
+            msg = f"distance must be 'cosine', 'euclidean' or 'cosine+euclidean', got {distance!r}."
+            raise ValueError(msg)
+        self.metrics: tuple[Metric, ...] = tuple(distance.split("+"))  # type: ignore[assignment]
+        self.centred_parts = CentredParts(part_sizes)
+        self.banks = nn.ModuleList(MemoryBank(capacity, metric=metric, search=search) for metric in self.metrics)
+        self.num_neighbors = num_neighbors
+        self.chunk_size = chunk_size
+        self.holdout = holdout
+        self.sampler = sampler
+        self.register_buffer("scale", torch.ones(len(self.metrics)))
+
+    @property
+    def max_fit_rows(self) -> int:
+        """Normal rows beyond which :meth:`fit` learns nothing more (its holdout and coreset candidates are full).
+
+        Fitting on a uniform random subset of this many rows draws from the same distribution as fitting on
+        all of them; collecting no more keeps memory bounded for any training set.
+        """
+        return max(10 * self.holdout, CORESET_CANDIDATES + self.holdout)
+
+    def _distances(self, embeddings: torch.Tensor) -> list[torch.Tensor]:
+        """Raw k-NN distance of ``embeddings [N, D]`` to each bank."""
+        return [
+            bank.nearest(
+                self.centred_parts(embeddings) if bank.metric == "cosine" else embeddings,
+                k=self.num_neighbors,
+                chunk_size=self.chunk_size,
+            )[0]
+            for bank in self.banks
+        ]
+
+    def fit(self, embeddings: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> None:
+        """Fit on normal cells ``[N, D]`` (one head): the mean, the banks (``sampler`` subsets), the normal distances.
+
+        A tenth of the rows (at most ``holdout``, none if ``N < 2``) is kept out of the banks and scored against
+        them: their mean distance is the unit of each distance.
+        """
+        embeddings = _single(embeddings).detach().float()
+        self.centred_parts.fit(embeddings)
+        order = torch.randperm(embeddings.shape[0], generator=generator).to(embeddings.device)
+        num_held = min(self.holdout, embeddings.shape[0] // 10)
+        held, rest = (embeddings[order[:num_held]], embeddings[order[num_held:]]) if num_held else (None, embeddings)
+        for bank in self.banks:
+            bank.fill(self.centred_parts(rest) if bank.metric == "cosine" else rest, generator, self.sampler)
+        self.scale = torch.ones_like(self.scale)
+        if held is not None:
+            distances = torch.stack([distance.mean() for distance in self._distances(held)])
+            self.scale = distances.clamp_min(_EPS).to(self.scale.device)
+
+    def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Anomaly score of every cell ``[N, D]``: mean over distances of distance / normal distance, ``[N]``."""
+        return (torch.stack(self._distances(_single(embeddings)), dim=1) / self.scale).mean(dim=1)
+
+    def score_with_gradient(self, embeddings: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Not defined: cells are scored one by one, their map needs no Grad-CAM."""
+        msg = "CellScorer scores feature-grid cells ('dense' localization); it has no image-level gradient."
+        raise NotImplementedError(msg)
+
+
+def _single(embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The embedding of a one-head network (scorers of one embedding reject several heads)."""
+    if len(embeddings) != 1:
+        msg = f"This scorer takes one head's embeddings, got {len(embeddings)} (use fusion='concat')."
+        raise ValueError(msg)
+    return embeddings[0]
