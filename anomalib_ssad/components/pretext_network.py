@@ -147,10 +147,6 @@ class PretextNetwork(nn.Module):
         self.blur = gaussian_blur(sigma)
         self.scorer = scorer(self)
 
-    def score(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Anomaly score ``[N]`` of flattened embeddings, one ``[N, D]`` tensor per head (the scorer's)."""
-        return self.scorer(embeddings)
-
     def _group_stages(self, pooled: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Head inputs from per-stage pooled features ``[..., C_i]``: one concatenation, or one per stage."""
         return [torch.cat(list(pooled), dim=-1)] if self.fusion == "concat" else list(pooled)
@@ -271,7 +267,7 @@ class PretextNetwork(nn.Module):
         image_size = (images.shape[-2], images.shape[-1])
         if self.localization == "dense":
             embedding = self.dense_embeddings(images)[0]
-            grid_scores = self.score([embedding.flatten(0, -2)]).reshape(embedding.shape[:3])
+            grid_scores = self.scorer([embedding.flatten(0, -2)]).reshape(embedding.shape[:3])
             # Scores sit at the cell centres; a window of one cell width makes assemble_anomaly_map put them there.
             anomaly_map = assemble_anomaly_map(grid_scores, image_size, self.cell_stride, self.blur)
             # The smoothed map's peak: one noisy cell does not decide the image score.
@@ -279,7 +275,7 @@ class PretextNetwork(nn.Module):
         if self.localization == "patch":
             patch_embeddings = self.patch_embeddings(images)
             grid = patch_embeddings[0].shape[1:3]
-            scores = self.score([embedding.flatten(0, -2) for embedding in patch_embeddings])
+            scores = self.scorer([embedding.flatten(0, -2) for embedding in patch_embeddings])
             grid_scores = scores.reshape(images.shape[0], *grid)
             anomaly_map = assemble_anomaly_map(grid_scores, image_size, self.patch_size, self.blur)
             return InferenceBatch(pred_score=grid_scores.flatten(1).amax(dim=1), anomaly_map=anomaly_map)

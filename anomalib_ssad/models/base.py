@@ -41,6 +41,9 @@ from anomalib_ssad.data_checks import (
 
 logger = logging.getLogger(__name__)
 
+# Offset between the seeds of two DDP processes' own draws (synthetic anomalies, crops).
+RANK_SEED_STRIDE = 1_000_003
+
 
 class PluginAnomalyModule(AnomalibModule):
     """Seeding, the model's own epoch count, early input checks and the shared evaluator.
@@ -92,12 +95,9 @@ class PluginAnomalyModule(AnomalibModule):
         seed_everything(self.seed, workers=True, verbose=False)
         check_training_images(getattr(self.trainer, "datamodule", None))
 
-    def _train_dataloader(self) -> torch.utils.data.DataLoader:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None:
-            msg = f"{type(self).__name__} needs a datamodule (e.g. anomalib.data.MVTecAD or Folder) to fit."
-            raise RuntimeError(msg)
-        return datamodule.train_dataloader()
+    def rank_seed(self) -> int:
+        """Seed of this process's own draws: ``seed`` in a single process (and on rank 0), a distinct one per rank."""
+        return self.seed + RANK_SEED_STRIDE * self.trainer.global_rank
 
     def on_validation_start(self) -> None:
         """Fail at once, naming them, on validation files that cannot be read."""

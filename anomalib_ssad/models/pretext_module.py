@@ -167,9 +167,16 @@ class PretextAnomalyModule(PluginAnomalyModule):
         # Under DDP every process draws its own synthetic anomalies (rank 0 draws what one process would).
         rank = self.trainer.global_rank
         self._rng = np.random.default_rng([self.seed, rank] if rank else self.seed)
-        self._torch_rng = torch.Generator().manual_seed(self.seed + _RANK_SEED_STRIDE * rank)
+        self._torch_rng = torch.Generator().manual_seed(self.rank_seed())
         num_images = len(self._train_dataloader().dataset)
         self._repeats = max(1, math.ceil(self.samples_per_epoch / max(num_images, 1)))
+
+    def _train_dataloader(self) -> torch.utils.data.DataLoader:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            msg = f"{type(self).__name__} needs a datamodule (e.g. anomalib.data.MVTecAD or Folder) to fit its scorer."
+            raise RuntimeError(msg)
+        return datamodule.train_dataloader()
 
     def setup(self, stage: str) -> None:
         """Before Lightning wraps the model (DDP), stop gradients of backbone parameters that never train.
@@ -377,10 +384,6 @@ def balanced_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_class
     losses = F.cross_entropy(logits, labels, reduction="none")
     sample_weights = weights[labels]
     return (losses * sample_weights).sum() / sample_weights.sum().clamp_min(1e-12)
-
-
-# Offset between the synthetic-anomaly seeds of two DDP processes.
-_RANK_SEED_STRIDE = 1_000_003
 
 
 def _cosine(base_lr: float, epoch: int, num_epochs: int) -> float:

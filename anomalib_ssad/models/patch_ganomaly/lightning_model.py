@@ -136,7 +136,7 @@ class PatchGanomaly(PluginAnomalyModule):
     def on_fit_start(self) -> None:
         """Seed, align the epochs and check the images (see the base); restart the crop positions."""
         super().on_fit_start()
-        self._crop_rng = torch.Generator().manual_seed(self.seed + self.trainer.global_rank)
+        self._crop_rng = torch.Generator().manual_seed(self.rank_seed())
 
     def configure_optimizers(self) -> list[optim.Optimizer]:
         """One Adam optimizer for the discriminator, one for the generator (GANomaly's)."""
