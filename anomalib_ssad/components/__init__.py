@@ -12,7 +12,8 @@
 - the network both models share (backbone, fusion, heads, classifier, localization): :class:`PretextNetwork`;
 - localization: :func:`local_cell_features` and :func:`cell_labels` (dense, the default),
   :func:`grad_cam` (image level), :func:`dense_patch_features` / :func:`crop_patches` (windows) and
-  :func:`assemble_anomaly_map`.
+  :func:`assemble_anomaly_map`;
+- anomalib's post-processor with a memory-bounded pixel threshold: :class:`SubgridPostProcessor`.
 """
 
 from .anomaly_generator import SyntheticAnomalyGenerator, SyntheticSample
@@ -31,6 +32,7 @@ from .patch_grid import (
     patch_grid_size,
 )
 from .perlin import perlin_mask, perlin_noise
+from .post_processor import SubgridPostProcessor
 from .pretext_network import PretextNetwork
 from .projection_head import ProjectionHead
 from .scorers import CellScorer, GaussianScorer, KnnScorer
@@ -48,6 +50,7 @@ __all__ = [
     "ObjectMasker",
     "PretextNetwork",
     "ProjectionHead",
+    "SubgridPostProcessor",
     "SyntheticAnomalyGenerator",
     "SyntheticSample",
     "assemble_anomaly_map",

@@ -80,7 +80,7 @@ class CutPaste(PretextAnomalyModule):
         seed: Seed of everything the model draws (network initialisation, synthetic anomalies, bank subset)
             and, from the start of fitting, of the process's generators: a fixed seed repeats a run.
         pre_processor: Pre-processor (``True``: resize to 256 px and ImageNet normalisation).
-        post_processor: Post-processor (``True``: anomalib's default).
+        post_processor: Post-processor (``True``: :class:`~anomalib_ssad.components.SubgridPostProcessor`).
         evaluator: Evaluator (``True``: image AUROC/F1, pixel AUROC/AUPRO).
         visualizer: Visualizer (``True``: anomalib's default).
 

@@ -63,7 +63,7 @@ class PatchGanomaly(PluginAnomalyModule):
         sigma: Gaussian smoothing of the anomaly map, in pixels (0 disables).
         seed: Seed of the networks' initialisation, the crops and, while fitting, the process.
         pre_processor: Pre-processor (``True``: resize to 256 px and ImageNet normalisation).
-        post_processor: Post-processor (``True``: anomalib's default).
+        post_processor: Post-processor (``True``: :class:`~anomalib_ssad.components.SubgridPostProcessor`).
         evaluator: Evaluator (``True``: image AUROC/F1, pixel AUROC/AUPRO).
         visualizer: Visualizer (``True``: anomalib's default).
 
