@@ -5,7 +5,8 @@
 
 Reads the normal training images of a category (``<root>/<category>/train/good``) or any folder of images,
 generates one sample per image with a preset of :class:`SyntheticAnomalyGenerator`, and writes a grid with a
-caption per sample (``normal``, ``big`` or ``small``, and the fill).
+caption per sample (``normal``, ``big`` or ``small``; ``background`` for a patch with too little object to
+get a defect).
 
 Example:
     Command line (also installed as ``ssad-preview``)::
@@ -22,7 +23,8 @@ import cv2
 import numpy as np
 import torch
 
-from anomalib_ssad.components.anomaly_generator import SyntheticAnomalyGenerator, list_image_files
+from anomalib_ssad.components.synthetic import SyntheticAnomalyGenerator
+from anomalib_ssad.image_files import list_image_files, read_uint8
 
 LABEL_NAMES = ("normal", "big", "small")
 # Patches (32 px) are upscaled for display so that the outline and caption stay readable.
@@ -39,15 +41,11 @@ def _image_paths(folder: Path) -> list[Path]:
 
 def _load(paths: list[Path], image_size: int) -> torch.Tensor:
     """Load images as a ``[N, C, S, S]`` batch; grayscale if all of them are single-channel files."""
-    arrays = []
-    for path in paths:
-        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if array is None:
-            msg = f"Cannot read image {path}"
-            raise SystemExit(msg)
-        if array.dtype != np.uint8:
-            array = cv2.normalize(array, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-        arrays.append(cv2.resize(array, (image_size, image_size), interpolation=cv2.INTER_AREA))
+    try:
+        arrays = [read_uint8(path) for path in paths]
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    arrays = [cv2.resize(array, (image_size, image_size), interpolation=cv2.INTER_AREA) for array in arrays]
     grayscale = all(array.ndim == 2 for array in arrays)
     tensors = []
     for array in arrays:
@@ -55,8 +53,6 @@ def _load(paths: list[Path], image_size: int) -> torch.Tensor:
             array = array[..., None]
         elif array.ndim == 2:
             array = cv2.cvtColor(array, cv2.COLOR_GRAY2RGB)
-        else:
-            array = cv2.cvtColor(array[..., :3], cv2.COLOR_BGR2RGB)
         tensors.append(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 255)
     return torch.stack(tensors)
 
@@ -135,27 +131,17 @@ def main(argv: list[str] | None = None) -> None:
         "sadsa": SyntheticAnomalyGenerator.sadsa,
     }
     generator = presets[args.preset]()
+    # Cycling the labels shows every class, which a uniform draw over a few samples may not.
+    wanted = torch.arange(args.num) % 3
     try:
-        object_masks = generator.object_masker(images)
-        # Cycling the labels shows every class, which a uniform draw over a few samples may not.
-        labels = [index % 3 for index in range(args.num)]
-        samples = [
-            generator(images[index], rng, images[(index + 1) % args.num], object_masks[index], labels[index])
-            for index in range(args.num)
-        ]
+        outputs, labels, masks = generator(images, generator=torch.Generator().manual_seed(args.seed), labels=wanted)
     except ValueError as error:
         raise SystemExit(str(error)) from None
-    captions = []
-    for sample in samples:
-        caption = LABEL_NAMES[sample.label]
-        if sample.label and sample.info.get("fill"):
-            caption += f", {sample.info['fill']}"
-        elif sample.info.get("background_crop"):
-            caption += ", background"
-        captions.append(caption)
-    grid = render_grid(
-        torch.stack([sample.image for sample in samples]), torch.stack([sample.mask for sample in samples]), captions
-    )
+    captions = [
+        LABEL_NAMES[label] + (", background" if label != asked and args.preset == "patch" else "")
+        for label, asked in zip(labels.tolist(), wanted.tolist(), strict=True)
+    ]
+    grid = render_grid(outputs, masks[:, 0], captions)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(args.out), grid):
         msg = f"Cannot write {args.out}"

@@ -98,7 +98,7 @@ def run(dataset: str, output: Path) -> None:
                 if not scoring["centring"]:
                     scorer.centred_parts = _Uncentred(model)
                 model.model.scorer = scorer
-                model.rebuild_memory_banks(datamodule.train_dataloader())
+                model.fit_normal_model(datamodule.train_dataloader())
                 # Refit the post-processor's normalisation on the new scores, as fitting does.
                 engine.validate(model=model, datamodule=datamodule, verbose=False)
             metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]

@@ -5,12 +5,14 @@
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
-from anomalib_ssad.components import GaussianDensity, PretextNetwork, SyntheticAnomalyGenerator, ledoit_wolf
+from anomalib_ssad.components import GaussianDensity, PretextNetwork, ledoit_wolf
+from anomalib_ssad.components.synthetic import SyntheticAnomalyGenerator
 from anomalib_ssad.models.cutpaste.torch_model import build_cutpaste_network
 from tests.conftest import assert_checkpoint_round_trip, fit_and_test_on_demo
 from tests.test_ssad_end_to_end import assert_onnx_export_matches_checkpoint, train_with_cli
@@ -34,42 +36,84 @@ def _textured(size: int = 128, seed: int = 0) -> torch.Tensor:
 # --- augmentations -------------------------------------------------------------------------------------------
 
 
+def _seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _offsets(pool: torch.Tensor, values: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor) -> list[tuple[int, int]]:
+    """Every shift ``(dy, dx)`` such that ``pool[:, ys + dy, xs + dx]`` equals ``values`` exactly."""
+    _, height, width = pool.shape
+    offsets = []
+    for y, x in (pool == values[:, :1, None]).all(dim=0).nonzero().tolist():
+        dy, dx = y - int(ys[0]), x - int(xs[0])
+        rows, cols = ys + dy, xs + dx
+        inside = rows.min() >= 0 and cols.min() >= 0 and rows.max() < height and cols.max() < width
+        if inside and torch.equal(pool[:, rows, cols], values):
+            offsets.append((dy, dx))
+    return offsets
+
+
 def test_cutpaste_rectangle_ranges_and_same_image_content() -> None:
-    generator = SyntheticAnomalyGenerator.cutpaste(variant="cutpaste")
-    image = _textured()
+    n = 40
+    images = torch.stack([_textured(128, seed) for seed in range(n)])
+    labels = torch.ones(n, dtype=torch.long)
+    out, out_labels, masks = SyntheticAnomalyGenerator.cutpaste(variant="cutpaste")(
+        images, generator=_seeded(0), labels=labels
+    )
+    # Without the patch's colour jitter (drawn after the rectangle and its source), the paste is an exact copy.
+    exact, _, exact_masks = SyntheticAnomalyGenerator.cutpaste(variant="cutpaste", patch_jitter=(0.0, 0.0, 0.0, 0.0))(
+        images, generator=_seeded(0), labels=labels
+    )
+    assert out_labels.tolist() == [1] * n
+    assert torch.equal(masks, exact_masks)
     aspects = []
-    for seed in range(40):
-        sample = generator(image, np.random.default_rng(seed), label=1)
-        info = sample.info
-        assert info["shape"] == "cutpaste" and info["fill"] == "cut_paste"
-        assert 0.02 <= info["area_ratio"] <= 0.15
-        assert 0.3 <= info["aspect_ratio"] <= 3.3 and info["aspect_ratio"] != 1.0
-        width, height = info["size"]
-        assert math.isclose(width * height / 128**2, info["area_ratio"], rel_tol=0.15, abs_tol=2e-3)
-        drawn = float(sample.mask.sum()) / 128**2
-        assert 0.015 <= drawn <= 0.17, drawn
-        rows, cols = torch.nonzero(sample.mask, as_tuple=True)
-        assert int(rows.max() - rows.min()) + 1 == height and int(cols.max() - cols.min()) + 1 == width
-        # Outside the rectangle the image is untouched (no global jitter); inside, the pasted patch differs.
-        outside = sample.mask == 0
-        assert torch.equal(sample.image[:, outside], image[:, outside])
-        assert info["patch_jitter"].keys() == {"brightness", "contrast", "saturation", "hue"}
-        aspects.append(info["aspect_ratio"])
+    for image, result, copy, mask in zip(images, out, exact, masks[:, 0].bool(), strict=True):
+        rows, cols = torch.nonzero(mask, as_tuple=True)
+        height, width = int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1
+        assert int(mask.sum()) == width * height, "the mask is its bounding box: an axis-aligned rectangle"
+        assert 0.015 <= width * height / 128**2 <= 0.17
+        aspects.append(width / height)
+        # Outside the rectangle the image is untouched (no global jitter).
+        assert torch.equal(result[:, ~mask], image[:, ~mask])
+        # Inside: a window of the same image, elsewhere (at least half the rectangle away) ...
+        offsets = _offsets(image, copy[:, mask], rows, cols)
+        assert len(offsets) == 1, offsets
+        (dy, dx) = offsets[0]
+        assert abs(dy) >= height / 2 or abs(dx) >= width / 2
+        # ... colour-jittered (0.1 each): changed, but still close to and correlated with the window.
+        difference = (result[:, mask] - copy[:, mask]).abs()
+        assert difference.max() > 1e-3 and difference.mean() < 0.1
+        correlation = torch.corrcoef(torch.stack([result[:, mask].flatten(), copy[:, mask].flatten()]))[0, 1]
+        assert correlation > 0.7
     assert min(aspects) < 1 < max(aspects)
 
 
 def test_cutpaste_scar_size_and_rotation_ranges() -> None:
-    generator = SyntheticAnomalyGenerator.cutpaste(variant="scar")
-    angles = []
-    for seed in range(40):
-        sample = generator(_textured(), np.random.default_rng(seed), label=2)
-        info = sample.info
-        assert info["shape"] == "cutpaste_scar" and info["fill"] == "cut_paste"
-        width, height = info["size"]
-        assert 2 <= width <= 16 and 10 <= height <= 25
-        assert -45 <= info["angle"] <= 45
-        assert 0.5 * width * height <= float(sample.mask.sum()) <= 2.0 * (width + 2) * (height + 2)
-        angles.append(info["angle"])
+    n = 60
+    images = torch.stack([_textured(128, seed) for seed in range(n)])
+    out, labels, masks = SyntheticAnomalyGenerator.cutpaste(variant="scar")(
+        images, generator=_seeded(1), labels=torch.full((n,), 2)
+    )
+    assert labels.tolist() == [2] * n
+    short_sides, long_sides, angles = [], [], []
+    for image, result, mask in zip(images, out, masks[:, 0].numpy().astype(np.uint8), strict=True):
+        outside = torch.from_numpy(mask == 0)
+        assert torch.equal(result[:, outside], image[:, outside])
+        # The rectangle around the pixel squares (centres +- 0.5) has the scar's size, up to a pixel.
+        centres = cv2.findNonZero(mask).reshape(-1, 2).astype(np.float32)
+        corners = (centres[:, None] + np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]])).reshape(-1, 2)
+        _, sides, _ = cv2.minAreaRect(corners.astype(np.float32))
+        short, long = sorted(sides)
+        assert 2 - 1 <= short <= 16 + 1.5 and 10 - 1 <= long <= 25 + 1.5, (short, long)
+        short_sides.append(short)
+        long_sides.append(long)
+        if long >= 2 * short:  # clearly taller than wide: the principal axis is the height's, at the angle + 90
+            moments = cv2.moments(mask, binaryImage=True)
+            major = 0.5 * math.degrees(math.atan2(2 * moments["mu11"], moments["mu20"] - moments["mu02"]))
+            angles.append(major % 180 - 90)
+    assert min(short_sides) < 4 and max(short_sides) > 13
+    assert min(long_sides) < 13 and max(long_sides) > 22
+    assert max(abs(angle) for angle in angles) <= 45 + 8
     assert min(angles) < -20 and max(angles) > 20
 
 
@@ -77,19 +121,26 @@ def test_cutpaste_scar_size_and_rotation_ranges() -> None:
 def test_variants_draw_their_classes_and_are_deterministic(variant: str, expected: set[int]) -> None:
     generator = SyntheticAnomalyGenerator.cutpaste(variant=variant)
     images = torch.stack([_textured(64, seed) for seed in range(4)]).repeat(8, 1, 1, 1)
-    first = generator.generate_batch(images, rng=np.random.default_rng(3))
-    second = generator.generate_batch(images, rng=np.random.default_rng(3))
-    other = generator.generate_batch(images, rng=np.random.default_rng(4))
+    first = generator(images, generator=_seeded(3))
+    second = generator(images, generator=_seeded(3))
+    other = generator(images, generator=_seeded(4))
     assert set(first[1].tolist()) == expected
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
     assert not torch.equal(first[0], other[0])
-    normal = first[1] == 0
+    labels, masks = first[1], first[2][:, 0].bool()
+    normal = labels == 0
     assert torch.equal(first[0][normal], images[normal])  # normal samples stay untouched
+    assert not masks[normal].any() and masks[~normal].flatten(1).any(dim=1).all()
+    # Label 1 is CutPaste's rectangle (it fills its bounding box), label 2 the rotated scar.
+    for label, mask in zip(labels.tolist(), masks, strict=True):
+        if label == 1:
+            rows, cols = torch.nonzero(mask, as_tuple=True)
+            assert int(mask.sum()) == (int(rows.max() - rows.min()) + 1) * (int(cols.max() - cols.min()) + 1)
     with pytest.raises(ValueError, match="variant"):
         SyntheticAnomalyGenerator.cutpaste(variant="four")
     with pytest.raises(ValueError, match="classes"):
-        SyntheticAnomalyGenerator(classes=(0, 3))
+        SyntheticAnomalyGenerator.image_level(classes=(0, 3))
 
 
 # --- Gaussian density ----------------------------------------------------------------------------------------

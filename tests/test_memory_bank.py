@@ -4,7 +4,7 @@ from torch.nn import functional as F
 
 from anomalib_ssad.components import MemoryBank, knn_cosine_distance, knn_cosine_distance_gradient
 from anomalib_ssad.components.memory_bank import greedy_coreset, knn_distance
-from anomalib_ssad.components.scorers import CellScorer
+from anomalib_ssad.components.scorers import CellScorer, KnnScorer
 
 
 def brute_force(queries, bank, k):
@@ -201,3 +201,25 @@ def test_faiss_search_without_faiss_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_faiss)
     with pytest.raises(ImportError, match="pip install faiss-cpu"):
         MemoryBank(10, search="faiss")
+
+
+def test_train_source_knn_scorer_keeps_the_newest_normal_predicted_normal_rows() -> None:
+    scorer = KnnScorer(num_heads=1, capacity=3, source="train")
+    assert scorer.learns_in_training
+    embeddings = torch.arange(12.0).view(6, 2)
+    labels = torch.tensor([0, 0, 1, 0, 0, 0])
+    logits = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [5.0, 0, 0], [5.0, 0, 0], [5.0, 0, 0], [5.0, 0, 0]])
+    scorer.observe([embeddings], logits, labels)
+    # Row 1 is predicted defective and row 2 is a defect: neither enters the bank.
+    assert torch.equal(scorer.banks[0].memory_bank, embeddings[[0, 3, 4, 5]])
+    gathered = []
+    scorer.end_epoch(lambda rows: gathered.append(len(rows)) or rows)
+    assert gathered == [4]
+    assert torch.equal(scorer.banks[0].memory_bank, embeddings[[3, 4, 5]])
+    # An "eval" scorer takes nothing from the pretext steps.
+    evaluated = KnnScorer(num_heads=1, capacity=3)
+    evaluated.observe([embeddings], logits, labels)
+    evaluated.end_epoch(lambda rows: rows)
+    assert len(evaluated.banks[0]) == 0
+    with pytest.raises(ValueError, match="memory_bank_source"):
+        KnnScorer(source="training")

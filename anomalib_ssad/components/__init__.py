@@ -3,7 +3,9 @@
 
 """Building blocks shared by the plugin's models (SSAD, CutPaste).
 
-- synthetic anomalies for the pretext task: :class:`SyntheticAnomalyGenerator`, :class:`ObjectMasker`;
+- synthetic anomalies for the pretext task: the :mod:`~anomalib_ssad.components.synthetic` package
+  (:class:`SyntheticAnomalyGenerator`), on object masks (:class:`ObjectMasker`), on training batches the
+  :class:`PretextPreProcessor` leaves un-normalised;
 - backbones with offline-capable ImageNet weights: :func:`build_backbone`;
 - the projection head: :class:`ProjectionHead`;
 - the memory bank and its chunked k-NN search: :class:`MemoryBank`, :func:`knn_cosine_distance`;
@@ -16,7 +18,6 @@
 - anomalib's post-processor with a memory-bounded pixel threshold: :class:`SubgridPostProcessor`.
 """
 
-from .anomaly_generator import SyntheticAnomalyGenerator, SyntheticSample
 from .backbone import BACKBONES, DOWNLOAD_TIMEOUT_SECONDS, BackboneWeightsError, FeatureExtractor, build_backbone
 from .gaussian_density import GaussianDensity, ledoit_wolf
 from .grad_cam import grad_cam
@@ -31,11 +32,12 @@ from .patch_grid import (
     local_cell_features,
     patch_grid_size,
 )
-from .perlin import perlin_mask, perlin_noise
 from .post_processor import SubgridPostProcessor
+from .pre_processor import PretextPreProcessor
 from .pretext_network import PretextNetwork
 from .projection_head import ProjectionHead
 from .scorers import CellScorer, GaussianScorer, KnnScorer
+from .synthetic import SyntheticAnomalyGenerator
 
 __all__ = [
     "BACKBONES",
@@ -49,10 +51,10 @@ __all__ = [
     "MemoryBank",
     "ObjectMasker",
     "PretextNetwork",
+    "PretextPreProcessor",
     "ProjectionHead",
     "SubgridPostProcessor",
     "SyntheticAnomalyGenerator",
-    "SyntheticSample",
     "assemble_anomaly_map",
     "build_backbone",
     "cell_labels",
@@ -66,6 +68,4 @@ __all__ = [
     "ledoit_wolf",
     "local_cell_features",
     "patch_grid_size",
-    "perlin_mask",
-    "perlin_noise",
 ]

@@ -3,13 +3,17 @@
 
 """Scorers a :class:`~anomalib_ssad.components.PretextNetwork` is given: the fitted normal model and its score.
 
-Every scorer is an ``nn.Module`` (its fitted state lives in buffers, so checkpoints hold it) with the same three
-methods, each taking the network's embeddings as one ``[N, D]`` tensor per head:
+Every scorer is a :class:`Scorer` (an ``nn.Module``: its fitted state lives in buffers, so checkpoints hold it)
+with the same methods, each taking the network's embeddings as one ``[N, D]`` tensor per head:
 
-- ``fit(embeddings, generator=None)``: fit on the embeddings of clean training images;
+- ``fit(embeddings, generator=None)``: fit on the embeddings of clean training images (before every validation,
+  unless ``learns_in_training``);
 - ``forward(embeddings)``: anomaly scores ``[N]``;
 - ``score_with_gradient(embeddings)``: scores and their closed-form gradient with respect to the last head's
-  embedding (image-level Grad-CAM; only scorers of pooled image embeddings need it).
+  embedding (image-level Grad-CAM; only scorers of pooled image embeddings need it);
+- ``observe(embeddings, logits, labels)`` and ``end_epoch(gather)``: what a scorer that ``learns_in_training``
+  (the paper's ``"train"`` memory bank) takes from each pretext step and keeps at the end of each epoch; nothing
+  for the others.
 
 :class:`KnnScorer` (SSAD's memory bank: cosine k-NN), :class:`GaussianScorer` (CutPaste: Mahalanobis distance)
 and :class:`~anomalib_ssad.components.memory_bank.CellScorer` (SSAD's dense cells) are the three.
@@ -23,7 +27,7 @@ Example:
     torch.Size([5])
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -43,9 +47,31 @@ from .memory_bank import (
 )
 
 CellDistance = Literal["cosine", "euclidean", "cosine+euclidean"]
+BankSource = Literal["eval", "train"]
 
 
-class KnnScorer(nn.Module):
+class Scorer(nn.Module):
+    """Base of the scorers: fitted on clean training images, nothing learnt from the pretext steps."""
+
+    learns_in_training = False
+
+    def fit(self, embeddings: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> None:
+        """Fit the normal model on the embeddings of clean training images."""
+        raise NotImplementedError
+
+    def score_with_gradient(self, embeddings: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores and their gradient with respect to the last head's embedding."""
+        msg = f"{type(self).__name__} scores cells, not pooled image embeddings: it has no image-level gradient."
+        raise NotImplementedError(msg)
+
+    def observe(self, embeddings: Sequence[torch.Tensor], logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Take what the scorer learns from one pretext step's train-mode outputs (nothing by default)."""
+
+    def end_epoch(self, gather: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Settle what was observed during a training epoch; ``gather`` concatenates every process's rows."""
+
+
+class KnnScorer(Scorer):
     """Mean cosine distance to the ``k`` nearest normal embeddings, one memory bank per head.
 
     With several heads (one per backbone stage) the per-head scores are combined by their geometric mean.
@@ -57,6 +83,9 @@ class KnnScorer(nn.Module):
         chunk_size: Rows per chunk of the k-NN search.
         search: ``"exact"`` or ``"faiss"`` (see :class:`~anomalib_ssad.components.MemoryBank`).
         sampler: How a bank keeps ``capacity`` of more rows: ``"random"`` or ``"coreset"``.
+        source: ``"eval"``: banks fitted on clean training images before every validation; ``"train"`` (the
+            paper's): banks filled during training with the embeddings of normal samples the classifier also
+            predicts normal, keeping the newest ``capacity`` at the end of every epoch.
     """
 
     def __init__(
@@ -67,12 +96,31 @@ class KnnScorer(nn.Module):
         chunk_size: int = 4096,
         search: Search = "exact",
         sampler: Sampler = "random",
+        source: BankSource = "eval",
     ) -> None:
         super().__init__()
+        if source not in {"eval", "train"}:
+            msg = f"memory_bank_source must be 'eval' or 'train', got {source!r}."
+            raise ValueError(msg)
         self.banks = nn.ModuleList(MemoryBank(capacity, search=search) for _ in range(num_heads))
         self.num_neighbors = num_neighbors
         self.chunk_size = chunk_size
         self.sampler = sampler
+        self.learns_in_training = source == "train"
+
+    def observe(self, embeddings: Sequence[torch.Tensor], logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """``"train"`` banks collect the embeddings of normal samples the classifier also predicts normal."""
+        if self.learns_in_training:
+            normal = (labels == 0) & (logits.argmax(dim=1) == 0)
+            for bank, embedding in zip(self.banks, embeddings, strict=True):
+                bank.add(embedding[normal])
+
+    def end_epoch(self, gather: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """``"train"`` banks gather every process's entries (the checkpoint holds them all), then keep the newest."""
+        if self.learns_in_training:
+            for bank in self.banks:
+                bank.memory_bank = gather(bank.memory_bank)
+                bank.truncate()
 
     def fit(self, embeddings: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> None:
         """Fill every bank with its head's normal embeddings (a ``sampler`` subset of ``capacity`` rows)."""
@@ -107,7 +155,7 @@ class KnnScorer(nn.Module):
         return score, gradient
 
 
-class GaussianScorer(nn.Module):
+class GaussianScorer(Scorer):
     """Mahalanobis distance of the (single) head's embedding to a Gaussian of the normal embeddings."""
 
     def __init__(self) -> None:
@@ -129,7 +177,7 @@ class GaussianScorer(nn.Module):
         return score, self.density.score_gradient(_single(embeddings), score)
 
 
-class CellScorer(DynamicBufferMixin, nn.Module):
+class CellScorer(DynamicBufferMixin, Scorer):
     """k-NN scorer of feature-grid cells: distances to the normal cells, each in units of a normal cell's own.
 
     ``"cosine"`` compares directions about the normal mean (:class:`CentredParts`): it ignores how strongly a
@@ -226,11 +274,6 @@ class CellScorer(DynamicBufferMixin, nn.Module):
     def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
         """Anomaly score of every cell ``[N, D]``: mean over distances of distance / normal distance, ``[N]``."""
         return (torch.stack(self._distances(_single(embeddings)), dim=1) / self.scale).mean(dim=1)
-
-    def score_with_gradient(self, embeddings: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Not defined: cells are scored one by one, their map needs no Grad-CAM."""
-        msg = "CellScorer scores feature-grid cells ('dense' localization); it has no image-level gradient."
-        raise NotImplementedError(msg)
 
 
 def _single(embeddings: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -4,12 +4,15 @@
 """Lightning base shared by SSAD and CutPaste: synthetic-anomaly pretext training and a fitted normal model.
 
 Training draws synthetic anomalies on the fly with ``self.generator`` (a
-:class:`~anomalib_ssad.components.SyntheticAnomalyGenerator`), repeated so that an epoch sees about
+:class:`~anomalib_ssad.components.synthetic.SyntheticAnomalyGenerator`) on the training batch as the
+:class:`~anomalib_ssad.components.PretextPreProcessor` leaves it (resized, not yet normalised), repeated so
+that an epoch sees about
 ``samples_per_epoch`` samples, and trains ``self.model`` (a
 :class:`~anomalib_ssad.components.pretext_network.PretextNetwork`) with cross-entropy in two stages: backbone
 frozen (``warmup_epochs``), then everything (``finetune_epochs``), each with its own cosine schedule. Before
-every validation the subclass fits its normal model (memory bank, Gaussian, ...) on clean training images
-(:meth:`PretextAnomalyModule.fit_normal_model`).
+every validation the network's scorer (memory bank, Gaussian, ...) is fitted on clean training images
+(:meth:`PretextAnomalyModule.fit_normal_model`); a scorer that learns during training (the paper's ``"train"``
+memory bank) observes every pretext step instead.
 
 Example:
     >>> from anomalib_ssad import CutPaste, SSAD
@@ -22,7 +25,6 @@ import math
 from collections.abc import Callable
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from anomalib.data import Batch
 from anomalib.metrics import Evaluator
@@ -30,10 +32,10 @@ from anomalib.visualization import Visualizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
-from torchvision.transforms.v2 import Compose, Normalize
 
-from anomalib_ssad.components import SyntheticAnomalyGenerator, cell_labels
+from anomalib_ssad.components import PretextPreProcessor, cell_labels
 from anomalib_ssad.components.pretext_network import PretextNetwork
+from anomalib_ssad.components.synthetic import SyntheticAnomalyGenerator
 from anomalib_ssad.validation import check_non_negative, check_positive
 
 from .base import PluginAnomalyModule
@@ -49,8 +51,9 @@ Optimizer = Literal["sgd", "adam"]
 class PretextAnomalyModule(PluginAnomalyModule):
     """Pretext-task training loop, two-stage schedule and evaluation wiring; subclasses set the model.
 
-    Subclasses set ``self.model`` and ``self.generator`` after calling this constructor and implement
-    :meth:`fit_normal_model`; :meth:`pretext_labels` and :meth:`on_pretext_step` are optional hooks.
+    Subclasses set ``self.model`` (a network given its scorer) and ``self.generator`` after calling this
+    constructor. The classifier's targets are the positions of the generator's labels in its ``spec.classes`` (a
+    binary CutPaste variant: normal vs its one defect kind).
 
     Args:
         warmup_epochs: Stage 1 epochs (backbone frozen, only heads train).
@@ -68,7 +71,8 @@ class PretextAnomalyModule(PluginAnomalyModule):
         seed: Seed of everything the model draws: the network's initialisation (build it under
             :func:`seeded`), synthetic anomalies, bank subsets, and, from the start of fitting, the process's
             generators (so the training loader's order repeats too; Lightning's ``seed_everything``).
-        pre_processor: Pre-processor (``True``: resize to 256 px and ImageNet normalisation).
+        pre_processor: Pre-processor (``True``: resize to 256 px and ImageNet normalisation); an anomalib
+            ``PreProcessor`` becomes a :class:`~anomalib_ssad.components.PretextPreProcessor` with its transform.
         post_processor: Post-processor (``True``: anomalib's default).
         evaluator: Evaluator (``True``: image AUROC/F1, pixel AUROC/AUPRO).
         visualizer: Visualizer (``True``: anomalib's default).
@@ -137,24 +141,28 @@ class PretextAnomalyModule(PluginAnomalyModule):
         self.freeze_batchnorm = freeze_batchnorm
         # Several optimizer steps per loader batch (see training_step).
         self.automatic_optimization = False
-        self._rng = np.random.default_rng(seed)
         self._torch_rng = torch.Generator().manual_seed(seed)
         self._repeats = 1
         self._trained_backbone: list[nn.Parameter] = []
-        mean, std = _normalize_params(self.pre_processor)
-        self.register_buffer("_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        # Synthetic anomalies are drawn on training batches before normalisation.
+        self.pre_processor = PretextPreProcessor.wrap(self.pre_processor)
 
-    def fit_normal_model(self) -> None:
-        """Fit the anomaly scorer on clean training images (called before every validation while fitting)."""
-        raise NotImplementedError
+    def fit_normal_model(self, dataloader: torch.utils.data.DataLoader | None = None) -> None:
+        """Fit the scorer on eval-mode embeddings of clean images (called before every validation while fitting).
 
-    def pretext_labels(self, labels: torch.Tensor) -> torch.Tensor:
-        """Classifier targets from the generator's labels (identity by default)."""
-        return labels
+        A scorer that uses a bounded number of rows (the dense cells' ``max_fit_rows``) gets a uniform random
+        subset of that many, collected batch by batch. A scorer that learns during training is left as it is.
 
-    def on_pretext_step(self, embeddings: list[torch.Tensor], logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """Hook called after every optimizer step with the step's train-mode outputs (nothing by default)."""
+        Args:
+            dataloader: Clean (normal) images; the datamodule's training images when ``None``.
+        """
+        scorer = self.model.scorer
+        if scorer.learns_in_training:
+            return
+        generator = torch.Generator().manual_seed(self.seed)
+        dataloader = self._train_dataloader() if dataloader is None else dataloader
+        max_rows = getattr(scorer, "max_fit_rows", None)
+        scorer.fit(self.collect_normal_embeddings(dataloader, max_rows=max_rows, generator=generator), generator)
 
     @property
     def max_epochs(self) -> int:
@@ -165,8 +173,6 @@ class PretextAnomalyModule(PluginAnomalyModule):
         """Seed, align the epochs and check the images (see the base), then size the repeats."""
         super().on_fit_start()
         # Under DDP every process draws its own synthetic anomalies (rank 0 draws what one process would).
-        rank = self.trainer.global_rank
-        self._rng = np.random.default_rng([self.seed, rank] if rank else self.seed)
         self._torch_rng = torch.Generator().manual_seed(self.rank_seed())
         num_images = len(self._train_dataloader().dataset)
         self._repeats = max(1, math.ceil(self.samples_per_epoch / max(num_images, 1)))
@@ -233,6 +239,12 @@ class PretextAnomalyModule(PluginAnomalyModule):
 
         return schedule
 
+    def _targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """Classifier targets: each label's position in the generator's ``spec.classes``."""
+        lookup = torch.zeros(3, dtype=torch.long, device=labels.device)
+        lookup[list(self.generator.spec.classes)] = torch.arange(len(self.generator.spec.classes), device=labels.device)
+        return lookup[labels]
+
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:
         """Draw synthetic anomalies for every repeat of the batch and take one optimizer step per ``batch_size``.
 
@@ -240,16 +252,16 @@ class PretextAnomalyModule(PluginAnomalyModule):
         repeated file list; splitting the pool into ``batch_size`` steps keeps memory bounded.
         """
         del args, kwargs
-        images = (batch.image * self._std + self._mean).clamp(0.0, 1.0)
         # One draw per repeat (rather than one draw on a repeated batch) keeps every image's cut-paste
         # source a *different* image of the batch.
         draws = [
-            self.generator.generate_batch(images, rng=self._rng) for _ in range(self._repeats * self.draws_per_repeat)
+            self.generator(batch.image, generator=self._torch_rng) for _ in range(self._repeats * self.draws_per_repeat)
         ]
-        pool = (torch.cat([draw[0] for draw in draws]) - self._mean) / self._std
-        pool_labels = self.pretext_labels(torch.cat([draw[1] for draw in draws]))
+        pool = torch.cat([draw[0] for draw in draws])
+        pool = self.pre_processor.normalize(pool) if isinstance(self.pre_processor, PretextPreProcessor) else pool
+        pool_labels = self._targets(torch.cat([draw[1] for draw in draws]))
         pool_masks = torch.cat([draw[2] for draw in draws])
-        order = torch.from_numpy(self._rng.permutation(len(pool_labels))).to(pool.device)
+        order = torch.randperm(len(pool_labels), generator=self._torch_rng).to(pool.device)
         optimizer = self.optimizers()
         losses = []
         for step in order.split(self.batch_size):
@@ -264,7 +276,7 @@ class PretextAnomalyModule(PluginAnomalyModule):
             self.manual_backward(loss)
             optimizer.step()
             losses.append(loss.detach())
-            self.on_pretext_step(embeddings, logits, labels)
+            self.model.scorer.observe(embeddings, logits, labels)
             accuracy = (logits.argmax(1) == labels).float().mean()
             self.log("train_accuracy", accuracy, on_epoch=True, on_step=False, batch_size=len(labels))
         loss = torch.stack(losses).mean()
@@ -294,8 +306,9 @@ class PretextAnomalyModule(PluginAnomalyModule):
         return [embedding], self.model.classifier(embedding), targets[keep]
 
     def on_train_epoch_end(self) -> None:
-        """Step the learning-rate schedule."""
+        """Step the learning-rate schedule; the scorer settles what it observed (all processes' rows)."""
         self.lr_schedulers().step()
+        self.model.scorer.end_epoch(self.gather_rows)
 
     def on_validation_epoch_start(self) -> None:
         """Refit the normal model with the current weights, so validation and test see the same scorer."""
@@ -389,13 +402,3 @@ def balanced_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_class
 def _cosine(base_lr: float, epoch: int, num_epochs: int) -> float:
     """Cosine annealing from ``base_lr`` towards 0 over ``num_epochs``."""
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / max(num_epochs, 1)))
-
-
-def _normalize_params(pre_processor: nn.Module | None) -> tuple[list[float], list[float]]:
-    """Mean and std of the pre-processor's ``Normalize`` (identity when it has none)."""
-    transform = getattr(pre_processor, "transform", None)
-    transforms = transform.transforms if isinstance(transform, Compose) else [transform]
-    for item in transforms:
-        if isinstance(item, Normalize):
-            return [float(value) for value in item.mean], [float(value) for value in item.std]
-    return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]

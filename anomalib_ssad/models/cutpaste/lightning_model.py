@@ -23,14 +23,13 @@ CLI:
 
 from collections.abc import Sequence
 
-import torch
 from anomalib.metrics import Evaluator
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_ssad.components import SyntheticAnomalyGenerator
-from anomalib_ssad.components.anomaly_generator import CUTPASTE_CLASSES, CutPasteVariant
 from anomalib_ssad.components.pretext_network import Localization, PatchEmbedding
+from anomalib_ssad.components.synthetic import CUTPASTE_CLASSES, SyntheticAnomalyGenerator
+from anomalib_ssad.components.synthetic.presets import CutPasteVariant
 from anomalib_ssad.models.base import seeded
 from anomalib_ssad.models.pretext_module import Optimizer, PretextAnomalyModule
 from anomalib_ssad.validation import check_interval, check_non_negative, check_positive
@@ -176,15 +175,3 @@ class CutPaste(PretextAnomalyModule):
             patch_jitter=tuple(patch_jitter),
             patch_size=patch_size if localization == "patch" else None,
         )
-
-    def pretext_labels(self, labels: torch.Tensor) -> torch.Tensor:
-        """Binary variants train normal (0) vs augmented (1); the 3-way variant keeps the generator's labels."""
-        return labels if self.variant == "3way" else (labels > 0).long()
-
-    def fit_normal_model(self) -> None:
-        """Fit the Gaussian on eval-mode embeddings of the clean training images."""
-        self.fit_gaussian(self._train_dataloader())
-
-    def fit_gaussian(self, dataloader: torch.utils.data.DataLoader) -> None:
-        """Fit mean and Ledoit-Wolf precision to the embeddings of the (clean) images of ``dataloader``."""
-        self.model.scorer.fit(self.collect_normal_embeddings(dataloader))

@@ -23,21 +23,19 @@ CLI:
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import torch
 from anomalib.metrics import Evaluator
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_ssad.components import SyntheticAnomalyGenerator
 from anomalib_ssad.components.memory_bank import Sampler, Search
-from anomalib_ssad.components.scorers import CellDistance
+from anomalib_ssad.components.scorers import BankSource, CellDistance
+from anomalib_ssad.components.synthetic import SyntheticAnomalyGenerator
 from anomalib_ssad.models.base import seeded
 from anomalib_ssad.models.pretext_module import PretextAnomalyModule
 from anomalib_ssad.validation import check_fraction, check_interval, check_non_negative, check_positive
 
 from .torch_model import DenseFeatures, Fusion, Localization, PatchEmbedding, build_ssad_network
 
-MemoryBankSource = Literal["eval", "train"]
 _JITTER = ("color_jitter[brightness]", "color_jitter[contrast]", "color_jitter[saturation]", "color_jitter[hue]")
 DefectVariant = Literal["ssad", "sadsa"]
 
@@ -130,7 +128,7 @@ class SSAD(PretextAnomalyModule):
         sigma: float = 4.0,
         num_neighbors: int = 3,
         memory_bank_size: int = 4096,
-        memory_bank_source: MemoryBankSource = "eval",
+        memory_bank_source: BankSource = "eval",
         memory_bank_sampler: Sampler = "coreset",
         knn_search: Search = "exact",
         warmup_epochs: int = 4,
@@ -187,9 +185,6 @@ class SSAD(PretextAnomalyModule):
         ):
             if interval is not None:
                 check_interval(name, interval, high=high)
-        if memory_bank_source not in {"eval", "train"}:
-            msg = f"memory_bank_source must be 'eval' or 'train', got {memory_bank_source!r}."
-            raise ValueError(msg)
         if memory_bank_source == "train" and localization == "dense":
             msg = "memory_bank_source='train' needs localization='patch' or 'image' (dense cells have no train bank)."
             raise ValueError(msg)
@@ -212,6 +207,7 @@ class SSAD(PretextAnomalyModule):
                 patch_embedding=patch_embedding,
                 sigma=sigma,
                 knn_search=knn_search,
+                memory_bank_source=memory_bank_source,
             )
         brightness, contrast, saturation, hue = color_jitter
         generator_args: dict[str, Any] = {
@@ -237,36 +233,3 @@ class SSAD(PretextAnomalyModule):
             if localization == "patch"
             else SyntheticAnomalyGenerator.image_level(**generator_args)
         )
-        self.memory_bank_source = memory_bank_source
-
-    def on_pretext_step(self, embeddings: list[torch.Tensor], logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """The paper's ``"train"`` bank collects embeddings of normal samples the classifier also predicts normal."""
-        if self.memory_bank_source == "train":
-            normal = (labels == 0) & (logits.argmax(dim=1) == 0)
-            for bank, embedding in zip(self.model.scorer.banks, embeddings, strict=True):
-                bank.add(embedding[normal])
-
-    def on_train_epoch_end(self) -> None:
-        """Step the learning-rate schedule; the paper's bank keeps only its newest ``memory_bank_size`` entries."""
-        super().on_train_epoch_end()
-        if self.memory_bank_source == "train":
-            for bank in self.model.scorer.banks:
-                if self._world_size() > 1:  # every process's entries, so the checkpoint holds the whole bank
-                    bank.memory_bank = self.gather_rows(bank.memory_bank)
-                bank.truncate()
-
-    def fit_normal_model(self) -> None:
-        """Rebuild the ``"eval"`` bank with the current weights (the ``"train"`` bank is filled while training)."""
-        if self.memory_bank_source == "eval":
-            self.rebuild_memory_banks(self._train_dataloader())
-
-    def rebuild_memory_banks(self, dataloader: torch.utils.data.DataLoader) -> None:
-        """Fit the scorer on eval-mode embeddings of the (clean) images of ``dataloader``.
-
-        A scorer that uses a bounded number of rows (the dense cells' ``max_fit_rows``) gets a uniform random
-        subset of that many, collected batch by batch.
-        """
-        generator = torch.Generator().manual_seed(self.seed)
-        max_rows = getattr(self.model.scorer, "max_fit_rows", None)
-        embeddings = self.collect_normal_embeddings(dataloader, max_rows=max_rows, generator=generator)
-        self.model.scorer.fit(embeddings, generator=generator)

@@ -34,7 +34,7 @@ from anomalib_ssad.components.pretext_network import (
     PatchEmbedding,
     PretextNetwork,
 )
-from anomalib_ssad.components.scorers import CellDistance, CellScorer, KnnScorer
+from anomalib_ssad.components.scorers import BankSource, CellDistance, CellScorer, KnnScorer
 from anomalib_ssad.validation import check_positive
 
 __all__ = ["DenseFeatures", "Fusion", "Localization", "PatchEmbedding", "build_ssad_network"]
@@ -60,6 +60,7 @@ def build_ssad_network(
     sigma: float = 4.0,
     knn_chunk_size: int = 4096,
     knn_search: Search = "exact",
+    memory_bank_source: BankSource = "eval",
 ) -> PretextNetwork:
     """SSAD's network: a :class:`~anomalib_ssad.components.PretextNetwork` given SSAD's k-NN scorer.
 
@@ -87,6 +88,8 @@ def build_ssad_network(
         knn_chunk_size: Rows per chunk of the k-NN search.
         knn_search: ``"exact"`` or ``"faiss"`` (approximate HNSW index; see
             :class:`~anomalib_ssad.components.MemoryBank`).
+        memory_bank_source: ``"eval"`` or ``"train"`` (the paper's bank, filled while training; not in
+            ``"dense"`` mode): see :class:`~anomalib_ssad.components.KnnScorer`.
 
     Returns:
         The network; its ``scorer`` is fitted by ``scorer.fit(network.normal_embeddings(images))``.
@@ -114,6 +117,7 @@ def build_ssad_network(
             knn_chunk_size,
             search=knn_search,
             sampler=memory_bank_sampler,
+            source=memory_bank_source,
         )
 
     return PretextNetwork(

@@ -1,16 +1,18 @@
 # Copyright (C) 2026 anomalib-ssad developers
 # SPDX-License-Identifier: Apache-2.0
 
-"""The post-processor's pixel threshold fitted on a sub-grid of the validation pixels."""
+"""The pre-processor that leaves training batches un-normalised, and the post-processor's sub-grid threshold."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from anomalib.data import ImageBatch
 from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
+from torchvision.transforms.v2 import Compose, Normalize, Resize
 
 from anomalib_ssad import SSAD, CutPaste
-from anomalib_ssad.components import SubgridPostProcessor
+from anomalib_ssad.components import PretextPreProcessor, SubgridPostProcessor
 
 
 def _validation_batches(block: int) -> list[ImageBatch]:
@@ -80,3 +82,37 @@ def test_models_use_the_subgrid_post_processor_and_its_stride_is_checkpointed() 
 def test_stride_below_one_is_rejected() -> None:
     with pytest.raises(ValueError, match="pixel_stride"):
         SubgridPostProcessor(pixel_stride=0)
+
+
+def test_pretext_pre_processor_resizes_training_batches_and_normalises_on_request() -> None:
+    transform = Compose([Resize((32, 48)), Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    pre_processor = PretextPreProcessor(transform)
+    images = torch.rand(2, 3, 64, 80)
+    batch = ImageBatch(image=images.clone(), gt_mask=torch.zeros(2, 64, 80, dtype=torch.bool))
+    pre_processor.on_train_batch_start(None, None, batch, 0)
+    resized = Resize((32, 48))(images)
+    torch.testing.assert_close(batch.image, resized)  # still in [0, 1], not normalised
+    assert batch.gt_mask.shape == (2, 32, 48)
+    torch.testing.assert_close(pre_processor.normalize(batch.image), transform(images))
+    # Validation batches get the whole transform, as anomalib's pre-processor does.
+    validation = ImageBatch(image=images.clone(), gt_mask=torch.zeros(2, 64, 80, dtype=torch.bool))
+    pre_processor.on_validation_batch_start(None, None, validation, 0)
+    torch.testing.assert_close(validation.image, transform(images))
+
+
+def test_pretext_pre_processor_wraps_anomalib_pre_processors_and_rejects_a_normalize_before_the_end() -> None:
+    plain = PreProcessor(transform=Compose([Resize((16, 16)), Normalize([0.5] * 3, [0.5] * 3)]))
+    wrapped = PretextPreProcessor.wrap(plain)
+    assert isinstance(wrapped, PretextPreProcessor)
+    assert wrapped.transform is plain.transform
+    assert PretextPreProcessor.wrap(None) is None
+    with pytest.raises(ValueError, match="Normalize must be its last"):
+        PretextPreProcessor(Compose([Normalize([0.5] * 3, [0.5] * 3), Resize((16, 16))]))
+    # Without a Normalize, normalising is the identity.
+    images = torch.rand(1, 3, 8, 8)
+    assert torch.equal(PretextPreProcessor(Resize((8, 8))).normalize(images), images)
+
+
+def test_pretext_models_train_on_un_normalised_batches() -> None:
+    for model in (SSAD(pretrained=False), CutPaste(pretrained=False)):
+        assert isinstance(model.pre_processor, PretextPreProcessor)
