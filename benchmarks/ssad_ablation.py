@@ -49,6 +49,8 @@ TRAININGS = [
             ("distance: Euclidean only", {"cell_distance": "euclidean"}),
             ("distance: cosine about the origin + Euclidean", {"centring": False}),
             ("H3: random bank", {"memory_bank_sampler": "random"}),
+            ("distance: max(cosine, Euclidean)", {"combine": "max"}),
+            ("H3: 16,384-row bank", {"memory_bank_size": 16384}),
             (
                 "cosine only, random bank (previous default)",
                 {"cell_distance": "cosine", "memory_bank_sampler": "random"},
@@ -86,14 +88,17 @@ def run(dataset: str, output: Path) -> None:
         engine.fit(model=model, datamodule=datamodule)
         fit_seconds = time.perf_counter() - start
         for name, scoring in scorings:
+            if (training, name) in done:
+                continue
             if scoring:
                 scoring = {**DEFAULT_SCORING, **scoring}
                 model.model.dense_features = scoring["dense_features"]
                 scorer = CellScorer(
                     model.model.dense_part_sizes,
-                    model.hparams.memory_bank_size,
+                    scoring["memory_bank_size"] or model.hparams.memory_bank_size,
                     scoring["cell_distance"],
                     sampler=scoring["memory_bank_sampler"],
+                    combine=scoring["combine"],
                 )
                 if not scoring["centring"]:
                     scorer.centred_parts = _Uncentred(model)
@@ -118,6 +123,8 @@ DEFAULT_SCORING = {
     "cell_distance": "cosine+euclidean",
     "memory_bank_sampler": "coreset",
     "centring": True,
+    "combine": "mean",
+    "memory_bank_size": None,
 }
 
 

@@ -47,6 +47,7 @@ from .memory_bank import (
 )
 
 CellDistance = Literal["cosine", "euclidean", "cosine+euclidean"]
+Combine = Literal["mean", "max"]
 BankSource = Literal["eval", "train"]
 
 
@@ -198,6 +199,8 @@ class CellScorer(DynamicBufferMixin, Scorer):
         holdout: Largest number of normal rows held out of the banks to measure a normal cell's distance.
         search: ``"exact"`` or ``"faiss"`` (approximate; see :class:`~anomalib_ssad.components.MemoryBank`).
         sampler: How each bank keeps ``capacity`` of more rows: ``"coreset"`` or ``"random"``.
+        combine: How two distances make one score: their ``"mean"`` or their ``"max"`` (each in units of a
+            normal cell's distance).
 
     Example:
         >>> import torch
@@ -219,8 +222,12 @@ class CellScorer(DynamicBufferMixin, Scorer):
         holdout: int = 20000,
         search: Search = "exact",
         sampler: Sampler = "coreset",
+        combine: Combine = "mean",
     ) -> None:
         super().__init__()
+        if combine not in {"mean", "max"}:
+            msg = f"combine must be 'mean' or 'max', got {combine!r}."
+            raise ValueError(msg)
         if distance not in {"cosine", "euclidean", "cosine+euclidean"}:
             msg = f"distance must be 'cosine', 'euclidean' or 'cosine+euclidean', got {distance!r}."
             raise ValueError(msg)
@@ -231,6 +238,7 @@ class CellScorer(DynamicBufferMixin, Scorer):
         self.chunk_size = chunk_size
         self.holdout = holdout
         self.sampler = sampler
+        self.combine = combine
         self.register_buffer("scale", torch.ones(len(self.metrics)))
 
     @property
@@ -272,8 +280,9 @@ class CellScorer(DynamicBufferMixin, Scorer):
             self.scale = distances.clamp_min(_EPS).to(self.scale.device)
 
     def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Anomaly score of every cell ``[N, D]``: mean over distances of distance / normal distance, ``[N]``."""
-        return (torch.stack(self._distances(_single(embeddings)), dim=1) / self.scale).mean(dim=1)
+        """Anomaly score of every cell ``[N, D]``: mean or max over distances of distance / normal distance, ``[N]``."""
+        relative = torch.stack(self._distances(_single(embeddings)), dim=1) / self.scale
+        return relative.amax(dim=1) if self.combine == "max" else relative.mean(dim=1)
 
 
 def _single(embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
