@@ -51,6 +51,8 @@ TRAININGS = [
             ("H3: random bank", {"memory_bank_sampler": "random"}),
             ("distance: max(cosine, Euclidean)", {"combine": "max"}),
             ("H3: 16,384-row bank", {"memory_bank_size": 16384}),
+            ("distance: standardized Euclidean only", {"cell_distance": "standardized"}),
+            ("distance: cosine + standardized Euclidean", {"cell_distance": "cosine+standardized"}),
             (
                 "cosine only, random bank (previous default)",
                 {"cell_distance": "cosine", "memory_bank_sampler": "random"},

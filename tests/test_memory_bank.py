@@ -155,6 +155,11 @@ def test_cell_scorer_combines_direction_and_magnitude_in_units_of_a_normal_cell(
     # The combined score is the mean of the two scaled distances.
     expected = (scorers["cosine"]([brighter]) + scorers["euclidean"]([brighter])) / 2
     torch.testing.assert_close(combined([brighter]), expected, rtol=0.05, atol=0.0)
+    # combine="max" takes the larger of the same two scaled distances.
+    largest = CellScorer((6,), capacity=64, combine="max")
+    largest.fit([normal], generator=torch.Generator().manual_seed(1))
+    both = torch.stack([scorers["cosine"]([brighter]), scorers["euclidean"]([brighter])])
+    torch.testing.assert_close(largest([brighter]), both.amax(dim=0), rtol=0.05, atol=0.0)
 
 
 def test_cell_scorer_state_dict_restores_banks_and_scales():
@@ -168,6 +173,8 @@ def test_cell_scorer_state_dict_restores_banks_and_scales():
     torch.testing.assert_close(restored([queries]), scorer([queries]))
     with pytest.raises(ValueError, match="distance"):
         CellScorer((6,), distance="l1")
+    with pytest.raises(ValueError, match="combine"):
+        CellScorer((6,), combine="sum")
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])

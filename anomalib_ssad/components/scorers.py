@@ -40,13 +40,13 @@ from .memory_bank import (
     CORESET_CANDIDATES,
     CentredParts,
     MemoryBank,
-    Metric,
     Sampler,
     Search,
     knn_cosine_distance_gradient,
 )
 
-CellDistance = Literal["cosine", "euclidean", "cosine+euclidean"]
+CellDistance = Literal["cosine", "euclidean", "standardized", "cosine+euclidean", "cosine+standardized"]
+_CELL_DISTANCES = ("cosine", "euclidean", "standardized", "cosine+euclidean", "cosine+standardized")
 Combine = Literal["mean", "max"]
 BankSource = Literal["eval", "train"]
 
@@ -183,17 +183,20 @@ class CellScorer(DynamicBufferMixin, Scorer):
 
     ``"cosine"`` compares directions about the normal mean (:class:`CentredParts`): it ignores how strongly a
     cell deviates, so a reflection that only brightens a normal pattern stays normal. ``"euclidean"`` compares
-    raw features: it sees magnitude changes (a darker or brighter region) that cosine misses. The default,
-    ``"cosine+euclidean"``, keeps one bank per distance, each subsampled in its own geometry, and scores a cell
-    by the mean of its two distances, each divided by the mean distance of held-out normal cells (so both count
-    alike and a typical normal cell scores about 1). The measurements behind it are in
+    raw features: it sees magnitude changes (a darker or brighter region) that cosine misses, but its scale is
+    set by the few channels that vary most. ``"standardized"`` is the Euclidean distance after dividing every
+    channel by its normal standard deviation (a diagonal Mahalanobis distance), so every channel counts alike.
+    The default, ``"cosine+euclidean"``, keeps one bank per distance, each subsampled in its own geometry, and
+    scores a cell by the mean of its two distances, each divided by the mean distance of held-out normal cells
+    (so both count alike and a typical normal cell scores about 1). The measurements behind it are in
     ``benchmarks/results/ssad_ablation``.
 
     Args:
         part_sizes: Sizes of the consecutive parts of an embedding (each centred and normalised on its own for
             the cosine distance).
         capacity: Rows kept in each bank.
-        distance: ``"cosine"``, ``"euclidean"`` or ``"cosine+euclidean"``.
+        distance: ``"cosine"``, ``"euclidean"``, ``"standardized"``, or two of them joined by ``+``
+            (``"cosine+euclidean"``, ``"cosine+standardized"``).
         num_neighbors: ``k`` of the k-NN distance.
         chunk_size: Rows per chunk of the k-NN search.
         holdout: Largest number of normal rows held out of the banks to measure a normal cell's distance.
@@ -228,18 +231,23 @@ class CellScorer(DynamicBufferMixin, Scorer):
         if combine not in {"mean", "max"}:
             msg = f"combine must be 'mean' or 'max', got {combine!r}."
             raise ValueError(msg)
-        if distance not in {"cosine", "euclidean", "cosine+euclidean"}:
-            msg = f"distance must be 'cosine', 'euclidean' or 'cosine+euclidean', got {distance!r}."
+        if distance not in _CELL_DISTANCES:
+            msg = f"distance must be one of {', '.join(map(repr, _CELL_DISTANCES))}, got {distance!r}."
             raise ValueError(msg)
-        self.metrics: tuple[Metric, ...] = tuple(distance.split("+"))  # type: ignore[assignment]
+        self.distances = tuple(distance.split("+"))
         self.centred_parts = CentredParts(part_sizes)
-        self.banks = nn.ModuleList(MemoryBank(capacity, metric=metric, search=search) for metric in self.metrics)
+        self.banks = nn.ModuleList(
+            MemoryBank(capacity, metric="cosine" if name == "cosine" else "euclidean", search=search)
+            for name in self.distances
+        )
+        if "standardized" in self.distances:
+            self.register_buffer("std", torch.ones(sum(part_sizes)))
         self.num_neighbors = num_neighbors
         self.chunk_size = chunk_size
         self.holdout = holdout
         self.sampler = sampler
         self.combine = combine
-        self.register_buffer("scale", torch.ones(len(self.metrics)))
+        self.register_buffer("scale", torch.ones(len(self.distances)))
 
     @property
     def max_fit_rows(self) -> int:
@@ -250,15 +258,19 @@ class CellScorer(DynamicBufferMixin, Scorer):
         """
         return max(10 * self.holdout, CORESET_CANDIDATES + self.holdout)
 
+    def _space(self, distance: str, embeddings: torch.Tensor) -> torch.Tensor:
+        """``embeddings`` in the space where ``distance`` is a plain cosine or Euclidean distance."""
+        if distance == "cosine":
+            return self.centred_parts(embeddings)
+        if distance == "standardized":
+            return (embeddings - self.centred_parts.mean) / self.std
+        return embeddings
+
     def _distances(self, embeddings: torch.Tensor) -> list[torch.Tensor]:
         """Raw k-NN distance of ``embeddings [N, D]`` to each bank."""
         return [
-            bank.nearest(
-                self.centred_parts(embeddings) if bank.metric == "cosine" else embeddings,
-                k=self.num_neighbors,
-                chunk_size=self.chunk_size,
-            )[0]
-            for bank in self.banks
+            bank.nearest(self._space(distance, embeddings), k=self.num_neighbors, chunk_size=self.chunk_size)[0]
+            for distance, bank in zip(self.distances, self.banks, strict=True)
         ]
 
     def fit(self, embeddings: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> None:
@@ -269,11 +281,15 @@ class CellScorer(DynamicBufferMixin, Scorer):
         """
         embeddings = _single(embeddings).detach().float()
         self.centred_parts.fit(embeddings)
+        if "standardized" in self.distances:
+            # Channels that hardly vary on normal data are not scaled up without bound.
+            std = embeddings.std(dim=0)
+            self.std = std.clamp_min(1e-2 * std.mean().item() + _EPS).to(self.std.device)
         order = torch.randperm(embeddings.shape[0], generator=generator).to(embeddings.device)
         num_held = min(self.holdout, embeddings.shape[0] // 10)
         held, rest = (embeddings[order[:num_held]], embeddings[order[num_held:]]) if num_held else (None, embeddings)
-        for bank in self.banks:
-            bank.fill(self.centred_parts(rest) if bank.metric == "cosine" else rest, generator, self.sampler)
+        for distance, bank in zip(self.distances, self.banks, strict=True):
+            bank.fill(self._space(distance, rest), generator, self.sampler)
         self.scale = torch.ones_like(self.scale)
         if held is not None:
             distances = torch.stack([distance.mean() for distance in self._distances(held)])
