@@ -230,3 +230,21 @@ def test_train_source_knn_scorer_keeps_the_newest_normal_predicted_normal_rows()
     assert len(evaluated.banks[0]) == 0
     with pytest.raises(ValueError, match="memory_bank_source"):
         KnnScorer(source="training")
+
+
+def test_standardized_distance_weighs_every_channel_by_its_normal_spread():
+    """A shift in a channel that hardly varies on normal data: small in raw units, large in standard deviations."""
+    generator = torch.Generator().manual_seed(0)
+    normal = torch.randn(600, 4, generator=generator) * torch.tensor([5.0, 5.0, 5.0, 0.05])
+    scorers = {
+        distance: CellScorer((4,), capacity=128, distance=distance) for distance in ("euclidean", "standardized")
+    }
+    for scorer in scorers.values():
+        scorer.fit([normal], generator=torch.Generator().manual_seed(1))
+    fresh = torch.randn(100, 4, generator=generator) * torch.tensor([5.0, 5.0, 5.0, 0.05])
+    shifted = fresh.clone()
+    shifted[:, 3] += 0.5  # ten normal standard deviations, a tenth of one of the other channels'
+    euclidean, standardized = scorers["euclidean"], scorers["standardized"]
+    assert euclidean([shifted]).median() < 1.2 * euclidean([fresh]).median()
+    assert standardized([shifted]).quantile(0.1) > standardized([fresh]).quantile(0.9)
+    assert standardized([fresh]).mean().item() == pytest.approx(1.0, abs=0.25)
