@@ -123,7 +123,9 @@ def test_cli_runs_with_the_same_seed_repeat_exactly(trained_run, tmp_path, demo_
 
 def test_cli_model_help_lists_the_plugin_arguments(tmp_path):
     output = run([ANOMALIB, "train", "--model.help", "anomalib_ssad.SSAD"], tmp_path)
-    assert "--model.cell_distance {cosine,euclidean,cosine+euclidean}" in output and "--model.seed SEED" in output
+    choices = "{cosine,euclidean,standardized,cosine+euclidean,cosine+standardized}"
+    assert f"--model.cell_distance {choices}" in output
+    assert "--model.seed SEED" in output
 
 
 def test_cli_rejects_a_bad_argument_before_training(trained_run):
