@@ -1,6 +1,7 @@
 """Every shipped anomalib config builds its model and datamodule with the arguments it names."""
 
 import importlib
+import inspect
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,24 @@ def test_config_logs_metrics_to_a_csv_file(config, tmp_path):
     logger.log_metrics({"image_AUROC": 0.5}, step=0)
     logger.save()
     assert "image_AUROC" in (Path(logger.log_dir) / "metrics.csv").read_text()
+
+
+BENCHMARK_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", BENCHMARK_CONFIGS, ids=[path.stem for path in BENCHMARK_CONFIGS])
+def test_benchmark_config_names_real_models_arguments_and_data(config):
+    """Every committed benchmark config (the README's commands) expands into jobs whose models take its arguments."""
+    from anomalib_ssad.benchmark.runner import expand_jobs, load_config
+
+    jobs = expand_jobs(load_config(config))
+    assert jobs
+    for job in jobs:
+        module_name, _, class_name = job.model["class_path"].rpartition(".")
+        model_class = getattr(importlib.import_module(module_name), class_name)
+        parameters = inspect.signature(model_class.__init__).parameters
+        unknown = set(job.model.get("init_args") or {}) - set(parameters)
+        assert not unknown, f"{config.name}: {job.model['name']} does not take {sorted(unknown)}"
+        root = job.dataset.get("init_args", {}).get("root")
+        if root is not None and root.startswith("../shared/"):  # other roots are built by the benchmark script
+            assert (config.parents[2] / root).is_dir(), f"{config.name}: no data at {root}"
