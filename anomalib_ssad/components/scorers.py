@@ -28,7 +28,7 @@ Example:
 """
 
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from anomalib.models.components import DynamicBufferMixin
@@ -46,7 +46,6 @@ from .memory_bank import (
 )
 
 CellDistance = Literal["cosine", "euclidean", "standardized", "cosine+euclidean", "cosine+standardized"]
-_CELL_DISTANCES = ("cosine", "euclidean", "standardized", "cosine+euclidean", "cosine+standardized")
 Combine = Literal["mean", "max"]
 BankSource = Literal["eval", "train"]
 
@@ -228,11 +227,11 @@ class CellScorer(DynamicBufferMixin, Scorer):
         combine: Combine = "mean",
     ) -> None:
         super().__init__()
-        if combine not in {"mean", "max"}:
+        if combine not in get_args(Combine):
             msg = f"combine must be 'mean' or 'max', got {combine!r}."
             raise ValueError(msg)
-        if distance not in _CELL_DISTANCES:
-            msg = f"distance must be one of {', '.join(map(repr, _CELL_DISTANCES))}, got {distance!r}."
+        if distance not in get_args(CellDistance):
+            msg = f"distance must be one of {', '.join(map(repr, get_args(CellDistance)))}, got {distance!r}."
             raise ValueError(msg)
         self.distances = tuple(distance.split("+"))
         self.centred_parts = CentredParts(part_sizes)
