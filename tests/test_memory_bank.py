@@ -162,39 +162,6 @@ def test_cell_scorer_combines_direction_and_magnitude_in_units_of_a_normal_cell(
     torch.testing.assert_close(largest([brighter]), both.amax(dim=0), rtol=0.05, atol=0.0)
 
 
-def test_cell_scorer_map_takes_magnitude_relative_to_the_image_and_keeps_the_score():
-    generator = torch.Generator().manual_seed(0)
-    normal = _normal_cells(generator)
-    scorers = {
-        distance: CellScorer((6,), capacity=64, distance=distance)
-        for distance in ("cosine", "euclidean", "cosine+euclidean")
-    }
-    for scorer in scorers.values():
-        scorer.fit([normal], generator=torch.Generator().manual_seed(1))
-    image = _normal_cells(generator, 64).reshape(1, 8, 8, 6)
-    # The same image three times brighter, with one cell of a different pattern.
-    brighter = image * 3.0
-    brighter[0, 2, 5] = brighter[0, 2, 5, [1, 0, 3, 2, 5, 4]]
-    cells = torch.cat([image, brighter])
-    # Euclidean alone: the map is the score grid less each image's median cell; cosine alone: the score grid.
-    score, drawn = scorers["euclidean"].grids(cells)
-    torch.testing.assert_close(score, scorers["euclidean"]([cells.flatten(0, 2)]).reshape(2, 8, 8))
-    torch.testing.assert_close(drawn, score - score.flatten(1).median(dim=1).values[:, None, None])
-    score, drawn = scorers["cosine"].grids(cells)
-    torch.testing.assert_close(drawn, score)
-    # Combined: the brighter image scores above the other everywhere (it is unusual as a whole); its map puts
-    # its typical cell at the normal image's level and peaks at the odd cell.
-    score, drawn = scorers["cosine+euclidean"].grids(cells)
-    assert drawn[1].median() < drawn[0].max() < score[0].max() < score[1].min()
-    assert drawn[1].flatten().argmax().item() == 2 * 8 + 5
-    unchanged = CellScorer((6,), capacity=64, map_reference="normal")
-    unchanged.fit([normal], generator=torch.Generator().manual_seed(1))
-    score, drawn = unchanged.grids(cells)
-    torch.testing.assert_close(drawn, score)
-    with pytest.raises(ValueError, match="map_reference"):
-        CellScorer((6,), map_reference="median")
-
-
 def test_cell_scorer_state_dict_restores_banks_and_scales():
     generator = torch.Generator().manual_seed(0)
     scorer = CellScorer((4, 2), capacity=16)

@@ -266,16 +266,12 @@ class PretextNetwork(nn.Module):
             return embeddings, self.classifier(torch.cat(embeddings, dim=-1))
         image_size = (images.shape[-2], images.shape[-1])
         if self.localization == "dense":
-            score_grid, map_grid = self.scorer.grids(self.dense_embeddings(images)[0])
+            embedding = self.dense_embeddings(images)[0]
+            grid_scores = self.scorer([embedding.flatten(0, -2)]).reshape(embedding.shape[:3])
             # Scores sit at the cell centres; a window of one cell width makes assemble_anomaly_map put them there.
-            anomaly_map = assemble_anomaly_map(map_grid, image_size, self.cell_stride, self.blur)
-            score_map = (
-                anomaly_map
-                if map_grid is score_grid
-                else assemble_anomaly_map(score_grid, image_size, self.cell_stride, self.blur)
-            )
-            # The smoothed score map's peak: one noisy cell does not decide the image score.
-            return InferenceBatch(pred_score=score_map.flatten(1).amax(dim=1), anomaly_map=anomaly_map)
+            anomaly_map = assemble_anomaly_map(grid_scores, image_size, self.cell_stride, self.blur)
+            # The smoothed map's peak: one noisy cell does not decide the image score.
+            return InferenceBatch(pred_score=anomaly_map.flatten(1).amax(dim=1), anomaly_map=anomaly_map)
         if self.localization == "patch":
             patch_embeddings = self.patch_embeddings(images)
             grid = patch_embeddings[0].shape[1:3]

@@ -9,8 +9,6 @@ with the same methods, each taking the network's embeddings as one ``[N, D]`` te
 - ``fit(embeddings, generator=None)``: fit on the embeddings of clean training images (before every validation,
   unless ``learns_in_training``);
 - ``forward(embeddings)``: anomaly scores ``[N]``;
-- ``grids(cells)``: the image score's and the anomaly map's grids of a batch of cell grids ``[B, Gh, Gw, D]``
-  (both the cells' scores, except where :class:`CellScorer` draws the map relative to each image);
 - ``score_with_gradient(embeddings)``: scores and their closed-form gradient with respect to the last head's
   embedding (image-level Grad-CAM; only scorers of pooled image embeddings need it);
 - ``observe(embeddings, logits, labels)`` and ``end_epoch(gather)``: what a scorer that ``learns_in_training``
@@ -49,9 +47,6 @@ from .memory_bank import (
 
 CellDistance = Literal["cosine", "euclidean", "standardized", "cosine+euclidean", "cosine+standardized"]
 Combine = Literal["mean", "max"]
-MapReference = Literal["image", "normal"]
-# Distances that measure how far a cell's features are, not only in which direction (cosine).
-_MAGNITUDE_DISTANCES = ("euclidean", "standardized")
 BankSource = Literal["eval", "train"]
 
 
@@ -63,14 +58,6 @@ class Scorer(nn.Module):
     def fit(self, embeddings: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> None:
         """Fit the normal model on the embeddings of clean training images."""
         raise NotImplementedError
-
-    def grids(self, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The image score's and the anomaly map's grids of one-head cell embeddings ``[B, Gh, Gw, D]``.
-
-        Both are the cells' scores here; a scorer may draw the map differently (:class:`CellScorer`).
-        """
-        scores = self([cells.flatten(0, -2)]).reshape(cells.shape[:3])
-        return scores, scores
 
     def score_with_gradient(self, embeddings: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores and their gradient with respect to the last head's embedding."""
@@ -203,13 +190,6 @@ class CellScorer(DynamicBufferMixin, Scorer):
     (so both count alike and a typical normal cell scores about 1). The measurements behind it are in
     ``benchmarks/results/ssad_ablation``.
 
-    :meth:`grids` scores whole images' cells: the image score's grid as above, and the anomaly map's grid, in
-    which (``map_reference="image"``, the default) the magnitude distances (``"euclidean"``,
-    ``"standardized"``) are taken relative to the image's median cell. A whole image that is brighter or of
-    higher contrast than the training images raises every cell's Euclidean distance: that level says whether
-    the image is unusual (the image score keeps it), not where; the map keeps the cells that stand out from
-    their own image. Cosine distances are scale-invariant and stay as they are.
-
     Args:
         part_sizes: Sizes of the consecutive parts of an embedding (each centred and normalised on its own for
             the cosine distance).
@@ -223,8 +203,6 @@ class CellScorer(DynamicBufferMixin, Scorer):
         sampler: How each bank keeps ``capacity`` of more rows: ``"coreset"`` or ``"random"``.
         combine: How two distances make one score: their ``"mean"`` or their ``"max"`` (each in units of a
             normal cell's distance).
-        map_reference: In the anomaly map's grid, magnitude distances relative to the ``"image"``'s median cell,
-            or as they are (``"normal"``: the image score's grid).
 
     Example:
         >>> import torch
@@ -232,9 +210,6 @@ class CellScorer(DynamicBufferMixin, Scorer):
         >>> scorer.fit([torch.rand(200, 4) + 1.0])
         >>> scorer([torch.rand(3, 4) + 1.0]).shape
         torch.Size([3])
-        >>> score_grid, map_grid = scorer.grids(torch.rand(2, 5, 5, 4) + 1.0)
-        >>> map_grid.shape
-        torch.Size([2, 5, 5])
     """
 
     scale: torch.Tensor
@@ -250,14 +225,10 @@ class CellScorer(DynamicBufferMixin, Scorer):
         search: Search = "exact",
         sampler: Sampler = "coreset",
         combine: Combine = "mean",
-        map_reference: MapReference = "image",
     ) -> None:
         super().__init__()
         if combine not in get_args(Combine):
             msg = f"combine must be 'mean' or 'max', got {combine!r}."
-            raise ValueError(msg)
-        if map_reference not in get_args(MapReference):
-            msg = f"map_reference must be 'image' or 'normal', got {map_reference!r}."
             raise ValueError(msg)
         if distance not in get_args(CellDistance):
             msg = f"distance must be one of {', '.join(map(repr, get_args(CellDistance)))}, got {distance!r}."
@@ -275,7 +246,6 @@ class CellScorer(DynamicBufferMixin, Scorer):
         self.holdout = holdout
         self.sampler = sampler
         self.combine = combine
-        self.map_reference = map_reference
         self.register_buffer("scale", torch.ones(len(self.distances)))
 
     @property
@@ -324,34 +294,10 @@ class CellScorer(DynamicBufferMixin, Scorer):
             distances = torch.stack([distance.mean() for distance in self._distances(held)])
             self.scale = distances.clamp_min(_EPS).to(self.scale.device)
 
-    def _relative(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Every distance of cells ``[N, D]`` in units of a normal cell's, ``[N, len(distances)]``."""
-        return torch.stack(self._distances(embeddings), dim=1) / self.scale
-
-    def _combined(self, relative: torch.Tensor) -> torch.Tensor:
-        """One score per cell from its relative distances (last dimension): their mean or maximum."""
-        return relative.amax(dim=-1) if self.combine == "max" else relative.mean(dim=-1)
-
     def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
         """Anomaly score of every cell ``[N, D]``: mean or max over distances of distance / normal distance, ``[N]``."""
-        return self._combined(self._relative(_single(embeddings)))
-
-    def grids(self, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The image score's and the anomaly map's grids of cells ``[B, Gh, Gw, D]``, each ``[B, Gh, Gw]``.
-
-        The score grid is :meth:`forward`'s; in the map grid, with ``map_reference="image"``, each magnitude
-        distance is relative to the median of that distance over the image's cells.
-        """
-        relative = self._relative(cells.flatten(0, -2)).reshape(*cells.shape[:3], len(self.distances))
-        score_grid = self._combined(relative)
-        magnitude = [index for index, name in enumerate(self.distances) if name in _MAGNITUDE_DISTANCES]
-        if self.map_reference == "normal" or not magnitude:
-            return score_grid, score_grid
-        offsets = torch.zeros(len(self.distances), dtype=relative.dtype, device=relative.device)
-        offsets[magnitude] = 1.0
-        # Lower median over each image's cells (what torch.median returns), via sort: ONNX has no median.
-        per_image = relative.flatten(1, 2).sort(dim=1).values[:, (relative.shape[1] * relative.shape[2] - 1) // 2]
-        return score_grid, self._combined(relative - (per_image * offsets)[:, None, None, :])
+        relative = torch.stack(self._distances(_single(embeddings)), dim=1) / self.scale
+        return relative.amax(dim=1) if self.combine == "max" else relative.mean(dim=1)
 
 
 def _single(embeddings: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -28,7 +28,7 @@ from anomalib.visualization import Visualizer
 from torch import nn
 
 from anomalib_ssad.components.memory_bank import Sampler, Search
-from anomalib_ssad.components.scorers import BankSource, CellDistance, MapReference
+from anomalib_ssad.components.scorers import BankSource, CellDistance
 from anomalib_ssad.components.synthetic import SyntheticAnomalyGenerator
 from anomalib_ssad.models.base import seeded
 from anomalib_ssad.models.pretext_module import PretextAnomalyModule
@@ -64,10 +64,7 @@ class SSAD(PretextAnomalyModule):
         cell_distance: ``"dense"`` mode: how a cell is compared with the normal cells
             (:class:`~anomalib_ssad.components.memory_bank.CellScorer`): ``"cosine+euclidean"`` (the default:
             direction about the normal mean and magnitude, each in units of a normal cell's distance),
-            ``"cosine"`` or ``"euclidean"`` alone (all five in the class).
-        map_reference: ``"dense"`` mode: ``"image"`` (the default) draws the anomaly map with the magnitude
-            distance relative to each image's median cell (a whole image's brightness or contrast says whether
-            it is unusual, the image score keeps it, not where); ``"normal"``: the map is the score grid.
+            ``"cosine"`` or ``"euclidean"`` alone.
         patch_size: Patch side in pixels (pretext crops and scoring windows).
         patch_stride: Stride of the scoring windows.
         patch_embedding: ``"dense"`` (shared backbone pass) or ``"crops"`` (each window embedded alone).
@@ -125,7 +122,6 @@ class SSAD(PretextAnomalyModule):
         localization: Localization = "dense",
         dense_features: DenseFeatures = "backbone",
         cell_distance: CellDistance = "cosine+euclidean",
-        map_reference: MapReference = "image",
         patch_size: int = 32,
         patch_stride: int = 8,
         patch_embedding: PatchEmbedding = "dense",
@@ -206,7 +202,6 @@ class SSAD(PretextAnomalyModule):
                 localization=localization,
                 dense_features=dense_features,
                 cell_distance=cell_distance,
-                map_reference=map_reference,
                 patch_size=patch_size,
                 patch_stride=patch_stride,
                 patch_embedding=patch_embedding,

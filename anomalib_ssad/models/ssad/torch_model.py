@@ -34,7 +34,7 @@ from anomalib_ssad.components.pretext_network import (
     PatchEmbedding,
     PretextNetwork,
 )
-from anomalib_ssad.components.scorers import BankSource, CellDistance, CellScorer, KnnScorer, MapReference
+from anomalib_ssad.components.scorers import BankSource, CellDistance, CellScorer, KnnScorer
 from anomalib_ssad.validation import check_positive
 
 __all__ = ["DenseFeatures", "Fusion", "Localization", "PatchEmbedding", "build_ssad_network"]
@@ -53,7 +53,6 @@ def build_ssad_network(
     localization: Localization = "dense",
     dense_features: DenseFeatures = "backbone",
     cell_distance: CellDistance = "cosine+euclidean",
-    map_reference: MapReference = "image",
     patch_size: int = 32,
     patch_stride: int = 8,
     patch_embedding: PatchEmbedding = "dense",
@@ -80,8 +79,6 @@ def build_ssad_network(
             (window scores).
         dense_features: ``"dense"`` mode: the scored embedding of a cell (see :class:`PretextNetwork`).
         cell_distance: ``"dense"`` mode: distance of a cell to the normal cells (see :class:`CellScorer`).
-        map_reference: ``"dense"`` mode: what the map's magnitude distances are relative to (see
-            :class:`CellScorer`).
         patch_size: Window size in pixels for patch-level localization.
         patch_stride: Window stride in pixels.
         patch_embedding: ``"dense"`` (one backbone pass, pooled per window) or ``"crops"`` (each window
@@ -112,7 +109,6 @@ def build_ssad_network(
                 knn_chunk_size,
                 search=knn_search,
                 sampler=memory_bank_sampler,
-                map_reference=map_reference,
             )
         return KnnScorer(
             len(network.heads),
