@@ -53,6 +53,8 @@ TRAININGS = [
             ("H3: 16,384-row bank", {"memory_bank_size": 16384}),
             ("distance: standardized Euclidean only", {"cell_distance": "standardized"}),
             ("distance: cosine + standardized Euclidean", {"cell_distance": "cosine+standardized"}),
+            ("distance: 0.4 cosine + 0.6 Euclidean", {"direction_weight": 0.4}),
+            ("distance: 0.3 cosine + 0.7 Euclidean", {"direction_weight": 0.3}),
             (
                 "cosine only, random bank (previous default)",
                 {"cell_distance": "cosine", "memory_bank_sampler": "random"},
@@ -101,6 +103,7 @@ def run(dataset: str, output: Path) -> None:
                     scoring["cell_distance"],
                     sampler=scoring["memory_bank_sampler"],
                     combine=scoring["combine"],
+                    direction_weight=scoring["direction_weight"],
                 )
                 if not scoring["centring"]:
                     scorer.centred_parts = _Uncentred(model)
@@ -127,6 +130,7 @@ DEFAULT_SCORING = {
     "centring": True,
     "combine": "mean",
     "memory_bank_size": None,
+    "direction_weight": 0.5,
 }
 
 

@@ -160,6 +160,17 @@ def test_cell_scorer_combines_direction_and_magnitude_in_units_of_a_normal_cell(
     largest.fit([normal], generator=torch.Generator().manual_seed(1))
     both = torch.stack([scorers["cosine"]([brighter]), scorers["euclidean"]([brighter])])
     torch.testing.assert_close(largest([brighter]), both.amax(dim=0), rtol=0.05, atol=0.0)
+    # direction_weight weighs the cosine part against the Euclidean one in the mean.
+    weighted = CellScorer((6,), capacity=64, direction_weight=0.2)
+    weighted.fit([normal], generator=torch.Generator().manual_seed(1))
+    expected = 0.2 * scorers["cosine"]([brighter]) + 0.8 * scorers["euclidean"]([brighter])
+    torch.testing.assert_close(weighted([brighter]), expected, rtol=0.05, atol=0.0)
+    assert weighted([brighter]).mean() > combined([brighter]).mean()
+    for arguments in ({"direction_weight": 1.5}, {"distance": "euclidean", "direction_weight": 0.3}):
+        with pytest.raises(ValueError, match="direction_weight"):
+            CellScorer((6,), **arguments)
+    with pytest.raises(ValueError, match="direction_weight"):
+        CellScorer((6,), combine="max", direction_weight=0.3)
 
 
 def test_cell_scorer_state_dict_restores_banks_and_scales():

@@ -121,3 +121,7 @@ def test_invalid_options():
         )
     with pytest.raises(ValueError, match="dense_features"):
         build_ssad_network(backbone="resnet18", pretrained=False, dense_features="pixels")
+    with pytest.raises(ValueError, match="direction_weight"):
+        build_ssad_network(backbone="resnet18", pretrained=False, localization="patch", direction_weight=0.3)
+    with pytest.raises(ValueError, match="direction_weight"):
+        build_ssad_network(backbone="resnet18", pretrained=False, direction_weight=-0.1)

@@ -65,6 +65,9 @@ class SSAD(PretextAnomalyModule):
             (:class:`~anomalib_ssad.components.memory_bank.CellScorer`): ``"cosine+euclidean"`` (the default:
             direction about the normal mean and magnitude, each in units of a normal cell's distance),
             ``"cosine"`` or ``"euclidean"`` alone.
+        direction_weight: ``"dense"`` mode: weight of the cosine distance in the mean of two (``0.5``, the
+            default: their plain mean). Lower values weigh magnitude more: better maps of large brightness
+            defects, worse image AUROC on thin ones (README, ablation).
         patch_size: Patch side in pixels (pretext crops and scoring windows).
         patch_stride: Stride of the scoring windows.
         patch_embedding: ``"dense"`` (shared backbone pass) or ``"crops"`` (each window embedded alone).
@@ -122,6 +125,7 @@ class SSAD(PretextAnomalyModule):
         localization: Localization = "dense",
         dense_features: DenseFeatures = "backbone",
         cell_distance: CellDistance = "cosine+euclidean",
+        direction_weight: float = 0.5,
         patch_size: int = 32,
         patch_stride: int = 8,
         patch_embedding: PatchEmbedding = "dense",
@@ -202,6 +206,7 @@ class SSAD(PretextAnomalyModule):
                 localization=localization,
                 dense_features=dense_features,
                 cell_distance=cell_distance,
+                direction_weight=direction_weight,
                 patch_size=patch_size,
                 patch_stride=patch_stride,
                 patch_embedding=patch_embedding,

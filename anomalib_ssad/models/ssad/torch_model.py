@@ -53,6 +53,7 @@ def build_ssad_network(
     localization: Localization = "dense",
     dense_features: DenseFeatures = "backbone",
     cell_distance: CellDistance = "cosine+euclidean",
+    direction_weight: float = 0.5,
     patch_size: int = 32,
     patch_stride: int = 8,
     patch_embedding: PatchEmbedding = "dense",
@@ -79,6 +80,8 @@ def build_ssad_network(
             (window scores).
         dense_features: ``"dense"`` mode: the scored embedding of a cell (see :class:`PretextNetwork`).
         cell_distance: ``"dense"`` mode: distance of a cell to the normal cells (see :class:`CellScorer`).
+        direction_weight: ``"dense"`` mode: weight of the cosine distance in the mean of two (see
+            :class:`CellScorer`).
         patch_size: Window size in pixels for patch-level localization.
         patch_stride: Window stride in pixels.
         patch_embedding: ``"dense"`` (one backbone pass, pooled per window) or ``"crops"`` (each window
@@ -99,6 +102,10 @@ def build_ssad_network(
         msg = f"memory_bank_sampler must be 'coreset' or 'random', got {memory_bank_sampler!r}."
         raise ValueError(msg)
 
+    if direction_weight != 0.5 and localization != "dense":
+        msg = f"direction_weight weighs the distances of dense cells; localization={localization!r} has none."
+        raise ValueError(msg)
+
     def scorer(network: PretextNetwork) -> nn.Module:
         if network.localization == "dense":
             return CellScorer(
@@ -109,6 +116,7 @@ def build_ssad_network(
                 knn_chunk_size,
                 search=knn_search,
                 sampler=memory_bank_sampler,
+                direction_weight=direction_weight,
             )
         return KnnScorer(
             len(network.heads),
