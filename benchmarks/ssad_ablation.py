@@ -95,22 +95,7 @@ def run(dataset: str, output: Path) -> None:
             if (training, name) in done:
                 continue
             if scoring:
-                scoring = {**DEFAULT_SCORING, **scoring}
-                model.model.dense_features = scoring["dense_features"]
-                scorer = CellScorer(
-                    model.model.dense_part_sizes,
-                    scoring["memory_bank_size"] or model.hparams.memory_bank_size,
-                    scoring["cell_distance"],
-                    sampler=scoring["memory_bank_sampler"],
-                    combine=scoring["combine"],
-                    direction_weight=scoring["direction_weight"],
-                )
-                if not scoring["centring"]:
-                    scorer.centred_parts = _Uncentred(model)
-                model.model.scorer = scorer
-                model.fit_normal_model(datamodule.train_dataloader())
-                # Refit the post-processor's normalisation on the new scores, as fitting does.
-                engine.validate(model=model, datamodule=datamodule, verbose=False)
+                rescore(model, engine, datamodule, scoring)
             metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
             row = {
                 "dataset": dataset,
@@ -132,6 +117,26 @@ DEFAULT_SCORING = {
     "memory_bank_size": None,
     "direction_weight": 0.5,
 }
+
+
+def rescore(model: SSAD, engine: Engine, datamodule: MVTecAD, scoring: dict) -> None:
+    """Give a trained dense SSAD a new scorer (``scoring`` overrides ``DEFAULT_SCORING``) and refit it."""
+    scoring = {**DEFAULT_SCORING, **scoring}
+    model.model.dense_features = scoring["dense_features"]
+    scorer = CellScorer(
+        model.model.dense_part_sizes,
+        scoring["memory_bank_size"] or model.hparams.memory_bank_size,
+        scoring["cell_distance"],
+        sampler=scoring["memory_bank_sampler"],
+        combine=scoring["combine"],
+        direction_weight=scoring["direction_weight"],
+    )
+    if not scoring["centring"]:
+        scorer.centred_parts = _Uncentred(model)
+    model.model.scorer = scorer
+    model.fit_normal_model(datamodule.train_dataloader())
+    # Refit the post-processor's normalisation on the new scores, as fitting does.
+    engine.validate(model=model, datamodule=datamodule, verbose=False)
 
 
 class _Uncentred(CentredParts):
