@@ -300,3 +300,38 @@ def test_inference_runs_on_the_jobs_accelerator():
     assert runner.inference_device("cuda") == torch.device("cuda")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert runner.inference_device("auto").type == expected
+
+
+def test_defect_type_breakdown_groups_by_folder_and_weighs_pixels():
+    """benchmarks/defect_types.py: each type is scored against the defect-free images, its pixel share exact."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from defect_types import breakdown
+    finally:
+        sys.path.pop(0)
+    masks = torch.zeros(5, 16, dtype=torch.bool)
+    masks[1, :4] = True  # "crack": 4 defect pixels
+    masks[2, :12] = True  # "uneven": 12 defect pixels, found nowhere by the map below
+    masks[3, :12] = True
+    maps = torch.zeros(5, 16)
+    maps[0] = 0.1  # a defect-free image, uniformly low
+    maps[4] = 0.2
+    maps[1, :4] = 1.0  # the crack lights up exactly
+    maps[2:4, 12:] = 0.9  # the uneven maps light up their normal part only
+    predicted = {
+        "map": maps,
+        "mask": masks,
+        "label": torch.tensor([False, True, True, True, False]),
+        "type": ["good", "crack", "uneven", "uneven", "good"],
+    }
+    rows = {row["defect_type"]: row for row in breakdown("m", predicted)}
+    assert list(rows) == ["crack", "uneven", "all defect types"]
+    assert (rows["crack"]["images"], rows["uneven"]["images"]) == (1, 2)
+    assert rows["crack"]["defect_pixel_share"] == pytest.approx(4 / 28, abs=1e-3)
+    assert rows["uneven"]["defect_pixel_share"] == pytest.approx(24 / 28, abs=1e-3)
+    assert rows["crack"]["pixel_AUROC"] == 1.0
+    assert rows["uneven"]["pixel_AUROC"] < 0.5
+    assert rows["uneven"]["image_AUROC"] == 1.0  # found as images, not located
