@@ -84,11 +84,9 @@ def run(dataset: str, output: Path, patchcore: bool) -> None:
     root, category, image_size = DATASETS[dataset]
     done = {row["model"] for row in _rows(output, dataset)}
     datamodule = MVTecAD(root=root, category=category, num_workers=0)
-    engine = Engine(
-        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, default_root_dir=output / "jobs"
-    )
     if not all(name in done for name, _ in SSAD_SCORINGS):
         seed_everything(0)
+        engine = _engine(output)
         model = SSAD(
             pre_processor=SSAD.configure_pre_processor(image_size=image_size),
             evaluator=shared_evaluator(),
@@ -109,8 +107,16 @@ def run(dataset: str, output: Path, patchcore: bool) -> None:
             evaluator=shared_evaluator(),
             visualizer=False,
         )
+        # A fresh engine: a trainer keeps the settings (epochs) of the model it was first given.
+        engine = _engine(output)
         engine.fit(model=model, datamodule=datamodule)
         _write(output, dataset, breakdown(PATCHCORE, predictions(engine, model, datamodule)))
+
+
+def _engine(output: Path) -> Engine:
+    return Engine(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, default_root_dir=output / "jobs"
+    )
 
 
 def _rows(output: Path, dataset: str) -> list[dict[str, str]]:
