@@ -14,7 +14,6 @@ Usage (from the project root; one table per dataset under ``--output``)::
 """
 
 import argparse
-import csv
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -25,6 +24,7 @@ from anomalib.engine import Engine
 from anomalib.models import AnomalibModule
 from lightning.pytorch import seed_everything
 from ssad_ablation import DATASETS, rescore
+from tables import read_rows, write_table
 from torchmetrics.functional.classification import binary_auroc
 
 from anomalib_ssad import SSAD
@@ -120,30 +120,18 @@ def _engine(output: Path) -> Engine:
 
 
 def _rows(output: Path, dataset: str) -> list[dict[str, str]]:
-    path = output / f"{dataset}.csv"
-    if not path.exists():
-        return []
-    with path.open(newline="") as file:
-        return list(csv.DictReader(file))
+    return read_rows(output / f"{dataset}.csv")
 
 
 def _write(output: Path, dataset: str, new_rows: list[dict]) -> None:
     for row in new_rows:
         print(json.dumps(row), flush=True)
     rows = [*_rows(output, dataset), *({key: str(value) for key, value in row.items()} for row in new_rows)]
-    with (output / f"{dataset}.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = [
+    command = (
         f"Command: `python benchmarks/defect_types.py --datasets {dataset}` (PatchCore rows: add `--patchcore`; "
-        "seed 0, efficientnet_lite0 ImageNet, 256 px)",
-        "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
-        *("| " + " | ".join(row[key] for key in COLUMNS) + " |" for row in rows),
-    ]
-    (output / f"{dataset}.md").write_text("\n".join(lines) + "\n")
+        "seed 0, efficientnet_lite0 ImageNet, 256 px)"
+    )
+    write_table(output / f"{dataset}.csv", COLUMNS, rows, command)
 
 
 def main() -> None:

@@ -11,12 +11,12 @@ Usage (from the project root)::
 """
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
 import torch
 from anomalib.data import MVTecAD
+from tables import write_table
 
 from anomalib_ssad import SSAD
 from anomalib_ssad.components import MemoryBank
@@ -97,19 +97,11 @@ def main() -> None:
         rows.append(measure("euclidean", subset, queries))
         print(rows[-2], rows[-1], flush=True)
     args.output.mkdir(parents=True, exist_ok=True)
-    with (args.output / "results.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = [
+    command = (
         "Command: `python benchmarks/knn_index.py` (2-core CPU; Magnetic Tile cell features; k = 3; HNSW M = 32, "
-        "efSearch = 128)",
-        "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
-        *("| " + " | ".join(str(row[key]) for key in COLUMNS) + " |" for row in rows),
-    ]
-    (args.output / "results.md").write_text("\n".join(lines) + "\n")
+        "efSearch = 128)"
+    )
+    write_table(args.output / "results.csv", COLUMNS, rows, command)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Usage (from the project root; results are appended as they come and the table is
 """
 
 import argparse
-import csv
 import json
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
+from tables import read_rows, write_table
 
 from anomalib_ssad import SSAD
 from anomalib_ssad.benchmark.runner import shared_evaluator
@@ -150,27 +150,13 @@ class _Uncentred(CentredParts):
 
 
 def _rows(output: Path) -> list[dict[str, str]]:
-    path = output / "results.csv"
-    if not path.exists():
-        return []
-    with path.open(newline="") as file:
-        return list(csv.DictReader(file))
+    return read_rows(output / "results.csv")
 
 
 def _append(output: Path, row: dict) -> None:
     rows = [*_rows(output), {key: str(value) for key, value in row.items()}]
-    with (output / "results.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = [
-        "Command: `python benchmarks/ssad_ablation.py` (seed 0, efficientnet_lite0 ImageNet, this 2-core CPU)",
-        "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
-        *("| " + " | ".join(row[key] for key in COLUMNS) + " |" for row in rows),
-    ]
-    (output / "results.md").write_text("\n".join(lines) + "\n")
+    command = "Command: `python benchmarks/ssad_ablation.py` (seed 0, efficientnet_lite0 ImageNet, this 2-core CPU)"
+    write_table(output / "results.csv", COLUMNS, rows, command)
 
 
 def main() -> None:
