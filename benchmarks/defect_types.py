@@ -2,9 +2,10 @@
 
 Pixel AUROC pools every pixel of every test image, so a defect type that covers a large share of the image
 decides it. For every defect type this writes its share of all defect pixels, the pixel AUROC on its images plus
-every defect-free test image, and the image AUROC of its images against the defect-free ones: for SSAD with its
-default scoring and with each of its two distances alone (same trained network, bank refitted), and, with
-``--patchcore``, for anomalib's PatchCore on the same backbone (slow on a CPU: about an hour on Magnetic Tile).
+every defect-free test image, and the image AUROC of its images against the defect-free ones (every model's
+image score taken as its map's maximum, so that models are compared alike): for SSAD with its default scoring
+and with each of its two distances alone (same trained network, bank refitted), and, with ``--patchcore``, for
+anomalib's PatchCore on the same backbone (slow on a CPU: about an hour on Magnetic Tile).
 Maps are anomalib's post-processed ones (normalised over the whole test set), seed 0, 256 px.
 
 Usage (from the project root; one table per dataset under ``--output``)::
