@@ -180,3 +180,32 @@ def test_unknown_backbone_lists_supported_names() -> None:
 def test_weights_path_without_pretrained_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="pretrained=False"):
         build_backbone("resnet18", pretrained=False, weights_path=str(tmp_path / "weights.pth"))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_fine_tuning_recomputes_chunks_with_the_same_gradients(training: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With gradients on an eval-mode backbone, each CPU chunk's activations are recomputed in the backward pass
+    (the batch's activations are never all held) and the gradients equal one pass over the whole batch; a
+    train-mode backbone is not recomputed (its BatchNorm statistics would be updated twice)."""
+    torch.manual_seed(0)
+    extractor = build_backbone("resnet18", pretrained=False).train(training)
+    images = torch.randn(6, 3, 64, 64)
+
+    def gradients(micro_batch_pixels: int) -> tuple[list[torch.Tensor], int]:
+        monkeypatch.setattr(backbone_module, "CPU_MICRO_BATCH_PIXELS", micro_batch_pixels)
+        calls = []
+        stages = extractor._stages
+        monkeypatch.setattr(extractor, "_stages", lambda x: calls.append(len(x)) or stages(x))
+        extractor.zero_grad()
+        sum(feature.square().mean() for feature in extractor(images)).backward()
+        monkeypatch.undo()
+        return [parameter.grad.clone() for parameter in extractor.parameters()], len(calls)
+
+    if training:  # the same BatchNorm statistics in both runs: only the chunking differs
+        extractor.apply(lambda module: module.eval() if isinstance(module, torch.nn.BatchNorm2d) else None)
+    whole, whole_calls = gradients(64 * 64 * 64)
+    chunked, chunked_calls = gradients(2 * 64 * 64)
+    assert whole_calls == 1
+    assert chunked_calls == (3 if training else 6)  # 3 chunks, each run again in backward unless training
+    for expected, actual in zip(whole, chunked, strict=True):
+        torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-6)

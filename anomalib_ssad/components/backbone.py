@@ -27,6 +27,7 @@ from pathlib import Path
 import timm
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from torchvision.models import ResNet18_Weights, resnet18
 from torchvision.models.feature_extraction import create_feature_extractor
 
@@ -99,7 +100,15 @@ class FeatureExtractor(nn.Module):
         micro_batch = max(1, CPU_MICRO_BATCH_PIXELS // (x.shape[2] * x.shape[3]))
         if x.shape[0] <= micro_batch:
             return self._stages(x)
-        chunks = [self._stages(chunk) for chunk in x.split(micro_batch)]
+        stages = self._stages
+        if not self.training and torch.is_grad_enabled() and any(p.requires_grad for p in self.body.parameters()):
+            # Fine-tuning with frozen BatchNorm: keep only each chunk's input and recompute its activations in
+            # the backward pass, so memory holds one chunk's activations instead of the whole batch's (same
+            # gradients; a train-mode backbone would update its BatchNorm statistics twice, so it is excluded).
+            def stages(chunk: torch.Tensor) -> list[torch.Tensor]:
+                return checkpoint(self._stages, chunk, use_reentrant=False)
+
+        chunks = [stages(chunk) for chunk in x.split(micro_batch)]
         return [torch.cat(stage) for stage in zip(*chunks, strict=True)]
 
     def _stages(self, x: torch.Tensor) -> list[torch.Tensor]:
