@@ -35,12 +35,18 @@ DATASETS = {
     "magnetic_tile": (DATA / "magnetic_tile", "magnetic_tile", (256, 256)),
 }
 DEFAULT = {}
+HEAD_ONLY = {"warmup_epochs": 4, "finetune_epochs": 0}  # the previous default schedule
 # (hypothesis, training arguments, [(row name, scoring overrides), ...]); the first scoring row is the trained
 # model as it comes out of fitting.
 TRAININGS = [
     (
-        "dense pretext (default)",
+        "dense pretext + fine-tuning (2 + 2 epochs, backbone lr 0.01; default)",
         DEFAULT,
+        [("default", {})],
+    ),
+    (
+        "dense pretext, head only (4 epochs; previous default)",
+        HEAD_ONLY,
         [
             ("default", {}),
             ("H2: backbone feature + head embedding", {"dense_features": "backbone+head"}),
@@ -56,14 +62,29 @@ TRAININGS = [
             ("distance: 0.4 cosine + 0.6 Euclidean", {"direction_weight": 0.4}),
             ("distance: 0.3 cosine + 0.7 Euclidean", {"direction_weight": 0.3}),
             (
-                "cosine only, random bank (previous default)",
+                "cosine only, random bank (earlier default)",
                 {"cell_distance": "cosine", "memory_bank_sampler": "random"},
             ),
         ],
     ),
     (
-        "H1: crop pretext, pooled windows (previous default)",
-        {"localization": "patch", "memory_bank_size": 16384},
+        "dense pretext + fine-tuning (2 + 2 epochs, backbone lr 0.001)",
+        {"warmup_epochs": 2, "finetune_epochs": 2, "finetune_lr": 0.001},
+        [
+            ("default", {}),
+            ("distance: cosine only", {"cell_distance": "cosine"}),
+            ("distance: Euclidean only", {"cell_distance": "euclidean"}),
+            ("H2: backbone feature + head embedding", {"dense_features": "backbone+head"}),
+        ],
+    ),
+    (
+        "dense pretext + fine-tuning (2 + 6 epochs, backbone lr 0.003)",
+        {"warmup_epochs": 2, "finetune_epochs": 6, "finetune_lr": 0.003},
+        [("default", {})],
+    ),
+    (
+        "H1: crop pretext, pooled windows (earlier default)",
+        {"localization": "patch", "memory_bank_size": 16384, **HEAD_ONLY},
         [("", {})],
     ),
 ]
