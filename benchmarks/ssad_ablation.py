@@ -83,6 +83,11 @@ TRAININGS = [
         [("default", {})],
     ),
     (
+        "dense pretext + fine-tuning (2 + 4 epochs, backbone lr 0.01)",
+        {"warmup_epochs": 2, "finetune_epochs": 4},
+        [("default", {})],
+    ),
+    (
         "H1: crop pretext, pooled windows (earlier default)",
         {"localization": "patch", "memory_bank_size": 16384, **HEAD_ONLY},
         [("", {})],
