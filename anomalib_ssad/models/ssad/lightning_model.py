@@ -136,7 +136,7 @@ class SSAD(PretextAnomalyModule):
         memory_bank_sampler: Sampler = "coreset",
         knn_search: Search = "exact",
         warmup_epochs: int = 2,
-        finetune_epochs: int = 2,
+        finetune_epochs: int = 4,
         warmup_lr: float = 0.03,
         finetune_lr: float = 0.01,
         momentum: float = 0.9,
