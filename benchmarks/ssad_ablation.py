@@ -88,6 +88,16 @@ TRAININGS = [
         [("default", {})],
     ),
     (
+        "dense pretext + fine-tuning (2 + 6 epochs, backbone lr 0.01)",
+        {"warmup_epochs": 2, "finetune_epochs": 6},
+        [("default", {})],
+    ),
+    (
+        "dense pretext + fine-tuning (2 + 4 epochs, backbone lr 0.01, 32-sample SGD steps)",
+        {"batch_size": 32},
+        [("default", {})],
+    ),
+    (
         "H1: crop pretext, pooled windows (earlier default)",
         {"localization": "patch", "memory_bank_size": 16384, **HEAD_ONLY},
         [("", {})],
