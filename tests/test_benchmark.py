@@ -1,6 +1,8 @@
 """The config-file benchmark runner: a tiny SSAD + PatchCore run on the bundled demo bottle at 64 px."""
 
 import csv
+import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -97,7 +99,7 @@ def test_rerun_skips_finished_jobs(benchmark_run, monkeypatch, caplog):
     def fail(job):
         pytest.fail(f"finished job {job.job_id} was run again")
 
-    monkeypatch.setattr(runner, "_run_in_subprocess", fail)
+    monkeypatch.setattr(runner, "run_in_subprocess", fail)
     with caplog.at_level("INFO", logger=runner.__name__):
         again = run_benchmark(config_path)
     assert [(row["job"], row["status"]) for row in again] == [(row["job"], row["status"]) for row in rows]
@@ -115,9 +117,26 @@ def test_rerun_failed_runs_only_failed_jobs(benchmark_run, monkeypatch, tmp_path
         launched.append(job.model_name)
         return {"job": job.job_id, "model": job.model_name, "dataset": "demo_bottle", "seed": 0, "status": "failed"}
 
-    monkeypatch.setattr(runner, "_run_in_subprocess", record)
+    monkeypatch.setattr(runner, "run_in_subprocess", record)
     run_benchmark(copy_path, rerun_failed=True)
     assert launched == ["missing"]
+
+
+def test_run_in_subprocess_adds_env_to_the_jobs_process(monkeypatch, tmp_path):
+    """benchmarks/fit_memory.py's allocator settings reach the job's process, on top of this process's environment."""
+    seen = {}
+
+    def fake_run(command, **kwargs):
+        seen.update(kwargs["env"])
+        return subprocess.CompletedProcess(command, 0, stdout=runner.RESULT_PREFIX + '{"job": "j"}\n')
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    job = runner.Job(model={"name": "m", "class_path": "a.M"}, dataset={"name": "d", "class_path": "a.D"}, seed=0)
+    job.output = str(tmp_path)
+    row = runner.run_in_subprocess(job, env={"MALLOC_MMAP_THRESHOLD_": "4194304"})
+    assert row == {"job": "j", "status": "ok", "error": ""}
+    assert seen["MALLOC_MMAP_THRESHOLD_"] == "4194304"
+    assert seen["PATH"] == os.environ["PATH"]
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -498,7 +499,7 @@ def run_benchmark(config_path: str | Path, rerun_failed: bool = False) -> list[d
             logger.info("skip %s (finished)", job.job_id)
             continue
         logger.info("run %s", job.job_id)
-        rows.append(_run_in_subprocess(job))
+        rows.append(run_in_subprocess(job))
         with csv_path.open("w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=COLUMNS)
             writer.writeheader()
@@ -509,13 +510,21 @@ def run_benchmark(config_path: str | Path, rerun_failed: bool = False) -> list[d
     return rows
 
 
-def _run_in_subprocess(job: Job) -> dict[str, Any]:
+def run_in_subprocess(job: Job, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one job in a fresh Python process (its own peak RSS); returns its row with ``status`` and ``error``.
+
+    Args:
+        job: The job.
+        env: Environment variables added to this process's for the job (e.g. allocator settings).
+    """
     job_dir = Path(job.output) / "jobs" / job.job_id
     job_dir.mkdir(parents=True, exist_ok=True)
     log_path = job_dir / "log.txt"
     command = [sys.executable, "-m", "anomalib_ssad.benchmark", "--run-job", json.dumps(job.__dict__)]
     with log_path.open("w") as log:
-        completed = subprocess.run(command, stdout=subprocess.PIPE, stderr=log, text=True, check=False)
+        completed = subprocess.run(
+            command, stdout=subprocess.PIPE, stderr=log, text=True, check=False, env={**os.environ, **(env or {})}
+        )
         log.write(completed.stdout)
     for line in reversed(completed.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
