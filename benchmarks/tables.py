@@ -17,7 +17,7 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
 def write_table(csv_path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]], command: str) -> None:
     """Write ``rows`` to ``csv_path`` and the same table as Markdown beside it (``.md``), under ``command``."""
     with csv_path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(columns))
+        writer = csv.DictWriter(file, fieldnames=list(columns), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     lines = [

@@ -354,3 +354,31 @@ def test_defect_type_breakdown_groups_by_folder_and_weighs_pixels():
     assert rows["crack"]["pixel_AUROC"] == 1.0
     assert rows["uneven"]["pixel_AUROC"] < 0.5
     assert rows["uneven"]["image_AUROC"] == 1.0  # found as images, not located
+
+
+def test_fit_memory_repeats_the_compare_job_with_its_environment(monkeypatch, tmp_path):
+    """benchmarks/fit_memory.py runs SSAD's seed-0 job of compare_bottle.yaml, once per repeat, with --env."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import fit_memory
+    finally:
+        sys.path.pop(0)
+    calls = []
+
+    def fake_run(job, env):
+        calls.append((job.model["name"], job.dataset["name"], job.seed, env))
+        metrics = {"image_AUROC": 1.0, "pixel_AUROC": 0.97, "pixel_AUPRO": 0.89}
+        return {"dataset": job.dataset["name"], "status": "ok", **metrics, "train_seconds": 1.0, "fit_peak_rss_mb": 7}
+
+    monkeypatch.setattr(fit_memory, "run_in_subprocess", fake_run)
+    monkeypatch.setattr(fit_memory, "OUTPUT", tmp_path)
+    argv = ["fit_memory.py", "--dataset", "bottle", "--repeats", "2", "--env", "MALLOC_MMAP_THRESHOLD_=4194304"]
+    monkeypatch.setattr(sys, "argv", argv)
+    fit_memory.main()
+    assert calls == [("ssad", "mvtec_bottle", 0, {"MALLOC_MMAP_THRESHOLD_": "4194304"})] * 2
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert [row["env"] for row in rows] == ["MALLOC_MMAP_THRESHOLD_=4194304"] * 2
+    assert rows[0]["fit_peak_rss_mb"] == "7" and rows[0]["pixel_AUPRO"] == "0.8900"
