@@ -41,6 +41,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--env", nargs="*", default=[], help="NAME=VALUE pairs set for the job's process")
     args = parser.parse_args()
+    malformed = [pair for pair in args.env if "=" not in pair or pair.startswith("=")]
+    if malformed:
+        parser.error(f"--env expects NAME=VALUE pairs, got {malformed}")
     env = dict(pair.split("=", 1) for pair in args.env)
     config = load_config(CONFIGS / f"compare_{args.dataset}.yaml")
     jobs = [job for job in expand_jobs(config) if job.model["name"] == args.model and job.seed == args.seed]

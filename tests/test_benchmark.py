@@ -356,7 +356,7 @@ def test_defect_type_breakdown_groups_by_folder_and_weighs_pixels():
     assert rows["uneven"]["image_AUROC"] == 1.0  # found as images, not located
 
 
-def test_fit_memory_repeats_the_compare_job_with_its_environment(monkeypatch, tmp_path):
+def test_fit_memory_repeats_the_compare_job_with_its_environment(monkeypatch, tmp_path, capsys):
     """benchmarks/fit_memory.py runs SSAD's seed-0 job of compare_bottle.yaml, once per repeat, with --env."""
     import sys
     from pathlib import Path
@@ -382,3 +382,8 @@ def test_fit_memory_repeats_the_compare_job_with_its_environment(monkeypatch, tm
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert [row["env"] for row in rows] == ["MALLOC_MMAP_THRESHOLD_=4194304"] * 2
     assert rows[0]["fit_peak_rss_mb"] == "7" and rows[0]["pixel_AUPRO"] == "0.8900"
+    monkeypatch.setattr(sys, "argv", ["fit_memory.py", "--env", "MALLOC_MMAP_THRESHOLD_"])
+    with pytest.raises(SystemExit):
+        fit_memory.main()
+    assert "--env expects NAME=VALUE pairs, got ['MALLOC_MMAP_THRESHOLD_']" in capsys.readouterr().err
+    assert len(calls) == 2
