@@ -501,7 +501,7 @@ def run_benchmark(config_path: str | Path, rerun_failed: bool = False) -> list[d
         logger.info("run %s", job.job_id)
         rows.append(run_in_subprocess(job))
         with csv_path.open("w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=COLUMNS)
+            writer = csv.DictWriter(file, fieldnames=COLUMNS, lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
         write_markdown(rows, output / "results.md", f"python -m anomalib_ssad.benchmark {config_path}")
