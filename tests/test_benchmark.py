@@ -1,8 +1,12 @@
 """The config-file benchmark runner: a tiny SSAD + PatchCore run on the bundled demo bottle at 64 px."""
 
 import csv
+import importlib
 import os
 import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -321,16 +325,18 @@ def test_inference_runs_on_the_jobs_accelerator():
     assert runner.inference_device("auto").type == expected
 
 
-def test_defect_type_breakdown_groups_by_folder_and_weighs_pixels():
-    """benchmarks/defect_types.py: each type is scored against the defect-free images, its pixel share exact."""
-    import sys
-    from pathlib import Path
-
+def _benchmark_script(name: str) -> ModuleType:
+    """Import a script of benchmarks/ (they import their sibling ``tables`` module by plain name)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     try:
-        from defect_types import breakdown
+        return importlib.import_module(name)
     finally:
         sys.path.pop(0)
+
+
+def test_defect_type_breakdown_groups_by_folder_and_weighs_pixels():
+    """benchmarks/defect_types.py: each type is scored against the defect-free images, its pixel share exact."""
+    breakdown = _benchmark_script("defect_types").breakdown
     masks = torch.zeros(5, 16, dtype=torch.bool)
     masks[1, :4] = True  # "crack": 4 defect pixels
     masks[2, :12] = True  # "uneven": 12 defect pixels, found nowhere by the map below
@@ -358,14 +364,7 @@ def test_defect_type_breakdown_groups_by_folder_and_weighs_pixels():
 
 def test_fit_memory_repeats_the_compare_job_with_its_environment(monkeypatch, tmp_path, capsys):
     """benchmarks/fit_memory.py runs SSAD's seed-0 job of compare_bottle.yaml, once per repeat, with --env."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        import fit_memory
-    finally:
-        sys.path.pop(0)
+    fit_memory = _benchmark_script("fit_memory")
     calls = []
 
     def fake_run(job, env):
