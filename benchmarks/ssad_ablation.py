@@ -24,6 +24,7 @@ from tables import read_rows, write_table
 
 from anomalib_ssad import SSAD
 from anomalib_ssad.benchmark.runner import shared_evaluator
+from anomalib_ssad.components import gaussian_blur
 from anomalib_ssad.components.memory_bank import CentredParts
 from anomalib_ssad.components.scorers import CellScorer
 
@@ -42,7 +43,15 @@ TRAININGS = [
     (
         "dense pretext + fine-tuning (2 + 4 epochs, backbone lr 0.01; default)",
         DEFAULT,
-        [("default", {})],
+        [
+            ("default", {}),
+            ("default, bank refitted (this host)", {"sigma": 4.0}),
+            ("map smoothing sigma 2", {"sigma": 2.0}),
+            ("map smoothing sigma 8", {"sigma": 8.0}),
+            ("1 nearest neighbour", {"num_neighbors": 1}),
+            ("distance: 0.4 cosine + 0.6 Euclidean", {"direction_weight": 0.4}),
+            ("H3: 16,384-row bank", {"memory_bank_size": 16384}),
+        ],
     ),
     (
         "dense pretext + fine-tuning (2 + 2 epochs, backbone lr 0.01; previous default)",
@@ -152,6 +161,8 @@ DEFAULT_SCORING = {
     "combine": "mean",
     "memory_bank_size": None,
     "direction_weight": 0.5,
+    "num_neighbors": 3,
+    "sigma": 4.0,
 }
 
 
@@ -165,8 +176,10 @@ def rescore(model: SSAD, engine: Engine, datamodule: MVTecAD, scoring: dict) -> 
         scoring["cell_distance"],
         sampler=scoring["memory_bank_sampler"],
         combine=scoring["combine"],
+        num_neighbors=scoring["num_neighbors"],
         direction_weight=scoring["direction_weight"],
     )
+    model.model.blur = gaussian_blur(scoring["sigma"])
     if not scoring["centring"]:
         scorer.centred_parts = _Uncentred(model)
     model.model.scorer = scorer
