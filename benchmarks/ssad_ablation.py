@@ -51,6 +51,9 @@ TRAININGS = [
             ("1 nearest neighbour", {"num_neighbors": 1}),
             ("distance: 0.4 cosine + 0.6 Euclidean", {"direction_weight": 0.4}),
             ("H3: 16,384-row bank", {"memory_bank_size": 16384}),
+            ("backbone feature + the same minus its image's mean cell", {"image_centred": True}),
+            ("default, bank refitted with bank seed 1", {"bank_seed": 1}),
+            ("default, bank refitted with bank seed 2", {"bank_seed": 2}),
         ],
     ),
     (
@@ -163,6 +166,8 @@ DEFAULT_SCORING = {
     "direction_weight": 0.5,
     "num_neighbors": 3,
     "sigma": 4.0,
+    "image_centred": False,
+    "bank_seed": None,
 }
 
 
@@ -170,8 +175,12 @@ def rescore(model: SSAD, engine: Engine, datamodule: MVTecAD, scoring: dict) -> 
     """Give a trained dense SSAD a new scorer (``scoring`` overrides ``DEFAULT_SCORING``) and refit it."""
     scoring = {**DEFAULT_SCORING, **scoring}
     model.model.dense_features = scoring["dense_features"]
+    model.model.__dict__.pop("dense_embeddings", None)
+    part_sizes = model.model.dense_part_sizes
+    if scoring["image_centred"]:
+        part_sizes = _image_centred(model.model)
     scorer = CellScorer(
-        model.model.dense_part_sizes,
+        part_sizes,
         scoring["memory_bank_size"] or model.hparams.memory_bank_size,
         scoring["cell_distance"],
         sampler=scoring["memory_bank_sampler"],
@@ -183,9 +192,29 @@ def rescore(model: SSAD, engine: Engine, datamodule: MVTecAD, scoring: dict) -> 
     if not scoring["centring"]:
         scorer.centred_parts = _Uncentred(model)
     model.model.scorer = scorer
+    # The bank's random draws (row subset, holdout, coreset candidates) follow the model's seed.
+    trained_seed = model.seed
+    model.seed = trained_seed if scoring["bank_seed"] is None else scoring["bank_seed"]
     model.fit_normal_model(datamodule.train_dataloader())
+    model.seed = trained_seed
     # Refit the post-processor's normalisation on the new scores, as fitting does.
     engine.validate(model=model, datamodule=datamodule, verbose=False)
+
+
+def _image_centred(network: torch.nn.Module) -> tuple[int, ...]:
+    """Score each cell's backbone feature beside the same feature minus its image's mean cell; the part sizes.
+
+    The second part asks whether a cell differs from the rest of its own image (a band of another surface
+    finish), which a bank of normal cells from every image cannot tell when such cells occur elsewhere.
+    """
+    plain = type(network).dense_embeddings.__get__(network)
+
+    def dense_embeddings(images: torch.Tensor) -> list[torch.Tensor]:
+        features = plain(images)[0]
+        return [torch.cat([features, features - features.mean(dim=(1, 2), keepdim=True)], dim=-1)]
+
+    network.dense_embeddings = dense_embeddings
+    return (*network.dense_part_sizes, *network.dense_part_sizes)
 
 
 class _Uncentred(CentredParts):
