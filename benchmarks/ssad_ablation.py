@@ -1,9 +1,9 @@
 """SSAD ablation (issue #8): what limits SSAD on real data, one row per hypothesis, on every dataset.
 
 Each training variant is fitted once per dataset; scoring variants (what a cell's embedding holds, how the
-memory bank is subsampled) then only refill the bank from the same trained network and test again, so the rows
-of one training differ in exactly one scoring choice. Every row uses the runner's Evaluator, 256 px (or the
-dataset's own size), seed 0.
+memory bank is subsampled and with which seed, map smoothing, neighbours) then only refill the bank from the
+same trained network and test again, so the rows of one training differ in exactly one scoring choice. Every
+row uses the runner's Evaluator, 256 px (or the dataset's own size), seed 0.
 
 Usage (from the project root; results are appended as they come and the table is rewritten)::
 
@@ -45,7 +45,7 @@ TRAININGS = [
         DEFAULT,
         [
             ("default", {}),
-            ("default, bank refitted (this host)", {"sigma": 4.0}),
+            ("default, bank refitted with bank seed 0", {"sigma": 4.0}),
             ("map smoothing sigma 2", {"sigma": 2.0}),
             ("map smoothing sigma 8", {"sigma": 8.0}),
             ("1 nearest neighbour", {"num_neighbors": 1}),
