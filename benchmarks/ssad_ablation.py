@@ -45,7 +45,7 @@ TRAININGS = [
         DEFAULT,
         [
             ("default", {}),
-            ("default, bank refitted with bank seed 0", {"sigma": 4.0}),
+            ("default, bank refitted with bank seed 0", {"bank_seed": 0}),
             ("map smoothing sigma 2", {"sigma": 2.0}),
             ("map smoothing sigma 8", {"sigma": 8.0}),
             ("1 nearest neighbour", {"num_neighbors": 1}),
@@ -207,10 +207,9 @@ def _image_centred(network: torch.nn.Module) -> tuple[int, ...]:
     The second part asks whether a cell differs from the rest of its own image (a band of another surface
     finish), which a bank of normal cells from every image cannot tell when such cells occur elsewhere.
     """
-    plain = type(network).dense_embeddings.__get__(network)
 
     def dense_embeddings(images: torch.Tensor) -> list[torch.Tensor]:
-        features = plain(images)[0]
+        features = type(network).dense_embeddings(network, images)[0]
         return [torch.cat([features, features - features.mean(dim=(1, 2), keepdim=True)], dim=-1)]
 
     network.dense_embeddings = dense_embeddings
