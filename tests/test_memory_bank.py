@@ -4,7 +4,7 @@ from torch.nn import functional as F
 
 from anomalib_ssad.components import MemoryBank, knn_cosine_distance, knn_cosine_distance_gradient
 from anomalib_ssad.components.memory_bank import greedy_coreset, knn_distance
-from anomalib_ssad.components.scorers import CellScorer, KnnScorer
+from anomalib_ssad.components.scorers import CellScorer, KnnScorer, ScorerBag
 
 
 def brute_force(queries, bank, k):
@@ -171,6 +171,31 @@ def test_cell_scorer_combines_direction_and_magnitude_in_units_of_a_normal_cell(
             CellScorer((6,), **arguments)
     with pytest.raises(ValueError, match="direction_weight"):
         CellScorer((6,), combine="max", direction_weight=0.3)
+
+
+def test_scorer_bag_fits_members_on_disjoint_shares_and_averages_their_scores():
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(300, 4, generator=generator)
+    bag = ScorerBag(lambda: CellScorer((4,), capacity=1000, distance="euclidean"), num_members=3)
+    bag.fit([rows], generator=generator)
+    # Every member keeps its 100-row share less its held-out tenth; no row is in two members' banks.
+    banks = [member.banks[0].memory_bank for member in bag.members]
+    assert [len(bank) for bank in banks] == [90, 90, 90]
+    kept = torch.cat(banks)
+    assert len({tuple(row.tolist()) for row in kept}) == 270
+    assert (kept[:, None] == rows[None]).all(dim=-1).any(dim=1).all()  # every kept row is a fitted row
+    queries = torch.randn(7, 4, generator=generator)
+    expected = torch.stack([member([queries]) for member in bag.members]).mean(dim=0)
+    torch.testing.assert_close(bag([queries]), expected)
+    restored = ScorerBag(lambda: CellScorer((4,), capacity=1000, distance="euclidean"), num_members=3)
+    restored.load_state_dict(bag.state_dict())
+    torch.testing.assert_close(restored([queries]), bag([queries]))
+    with pytest.raises(ValueError, match="3 members"):
+        bag.fit([rows[:2]])
+    with pytest.raises(ValueError, match="learns in training"):
+        ScorerBag(lambda: KnnScorer(1, capacity=8, source="train"), num_members=2)
+    with pytest.raises(ValueError, match="num_members"):
+        ScorerBag(lambda: CellScorer((4,)), num_members=0)
 
 
 def test_cell_scorer_state_dict_restores_banks_and_scales():

@@ -234,11 +234,12 @@ def test_ddp_two_processes_fit_one_normal_model_from_all_images(trained_run, tmp
         return SSAD.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
 
     single, ddp = load(run_dir), load(tmp_path / "results" / "SSAD" / "MVTecAD" / "bottle" / "v0")
-    # 30 images x 8 x 8 cells at 64 px fit in the bank whole (less the held-out tenth): its size counts the
-    # images every process contributed; one process's half would give 864 rows.
-    for single_bank, ddp_bank in zip(single.model.scorer.banks, ddp.model.scorer.banks, strict=True):
-        assert len(single_bank) == 30 * 8 * 8 - 192
-        assert ddp_bank.memory_bank.shape == single_bank.memory_bank.shape
+    # 30 images x 8 x 8 cells at 64 px, shared by the 3 bank draws, fit in each draw's banks whole (less the
+    # held-out tenth): their size counts the images every process contributed; one process's half gives 288.
+    for single_member, ddp_member in zip(single.model.scorer.members, ddp.model.scorer.members, strict=True):
+        for single_bank, ddp_bank in zip(single_member.banks, ddp_member.banks, strict=True):
+            assert len(single_bank) == 30 * 8 * 8 // 3 - 64
+            assert ddp_bank.memory_bank.shape == single_bank.memory_bank.shape
     images = demo_test_images(demo_root)
     with torch.no_grad():
         single_scores, ddp_scores = single(images).pred_score, ddp(images).pred_score

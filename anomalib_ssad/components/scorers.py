@@ -16,7 +16,8 @@ with the same methods, each taking the network's embeddings as one ``[N, D]`` te
   for the others.
 
 :class:`KnnScorer` (SSAD's memory bank: cosine k-NN), :class:`GaussianScorer` (CutPaste: Mahalanobis distance)
-and :class:`~anomalib_ssad.components.memory_bank.CellScorer` (SSAD's dense cells) are the three.
+and :class:`CellScorer` (SSAD's dense cells) are the three; :class:`ScorerBag` averages several of one kind, each
+fitted on its own share of the rows.
 
 Example:
     >>> import torch
@@ -34,7 +35,7 @@ import torch
 from anomalib.models.components import DynamicBufferMixin
 from torch import nn
 
-from anomalib_ssad.validation import check_fraction
+from anomalib_ssad.validation import check_fraction, check_positive
 
 from .gaussian_density import GaussianDensity
 from .memory_bank import (
@@ -316,6 +317,63 @@ class CellScorer(DynamicBufferMixin, Scorer):
         if self.combine == "max":
             return relative.amax(dim=1)
         return relative @ relative.new_tensor(self.weights)
+
+
+class ScorerBag(Scorer):
+    """Mean score of several scorers of one kind, each fitted on its own disjoint random share of the rows.
+
+    A memory bank subsampled from many more normal rows (a coreset or a random subset) depends on its draw: one
+    draw keeps rare normal patterns that another misses, and the maps move with it (the bank-seed rows of
+    ``benchmarks/results/ssad_ablation``). Averaging the scores of independent draws keeps most of what each
+    covers and removes most of that dependence, at the cost of one k-NN search per member.
+
+    Args:
+        build: Builds one member (e.g. ``lambda: CellScorer(part_sizes)``).
+        num_members: Number of members (``>= 1``).
+
+    Example:
+        >>> import torch
+        >>> bag = ScorerBag(lambda: CellScorer((4,), capacity=16), num_members=3)
+        >>> bag.fit([torch.rand(300, 4) + 1.0])
+        >>> bag([torch.rand(5, 4) + 1.0]).shape
+        torch.Size([5])
+    """
+
+    def __init__(self, build: Callable[[], Scorer], num_members: int) -> None:
+        super().__init__()
+        check_positive(num_members=num_members)
+        self.members = nn.ModuleList(build() for _ in range(num_members))
+        if any(member.learns_in_training for member in self.members):
+            msg = "ScorerBag fits its members on clean rows; a scorer that learns in training cannot be a member."
+            raise ValueError(msg)
+
+    @property
+    def max_fit_rows(self) -> int | None:
+        """The members' own bound on fitted rows, shared among them (``None``: no bound)."""
+        return getattr(self.members[0], "max_fit_rows", None)
+
+    def fit(self, embeddings: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> None:
+        """Fit every member on its share of a random partition of the rows ``[N, D]`` (per head).
+
+        Raises:
+            ValueError: If there are fewer rows than members.
+        """
+        num_rows = embeddings[0].shape[0]
+        if num_rows < len(self.members):
+            msg = f"ScorerBag of {len(self.members)} members needs as many normal rows at least, got {num_rows}."
+            raise ValueError(msg)
+        order = torch.randperm(num_rows, generator=generator)
+        for member, share in zip(self.members, order.tensor_split(len(self.members)), strict=True):
+            member.fit([embedding[share.to(embedding.device)] for embedding in embeddings], generator)
+
+    def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Mean of the members' scores, ``[N]``."""
+        return torch.stack([member(embeddings) for member in self.members]).mean(dim=0)
+
+    def score_with_gradient(self, embeddings: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean of the members' scores and of their gradients."""
+        scores, gradients = zip(*(member.score_with_gradient(embeddings) for member in self.members), strict=True)
+        return torch.stack(scores).mean(dim=0), torch.stack(gradients).mean(dim=0)
 
 
 def _single(embeddings: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -77,6 +77,10 @@ class SSAD(PretextAnomalyModule):
             ``memory_bank_sampler``; in ``"dense"`` mode, of each distance's bank).
         memory_bank_sampler: ``"coreset"`` (the default: greedy k-center coreset, which keeps rare normal
             patterns) or ``"random"`` (a uniform subset).
+        memory_bank_draws: ``"dense"`` mode: independent normal models, each with its own banks subsampled from
+            its own random share of the normal cells, whose scores are averaged. One draw's bank keeps rare
+            normal patterns another misses; the mean of 3 (the default) moves far less with the draw than one
+            (README, ablation) at the cost of 3 k-NN searches per cell.
         knn_search: ``"exact"`` (the default; chunked, exportable) or ``"faiss"`` (an approximate HNSW index for
             large banks, ``pip install faiss-cpu``; exports search exactly; recall in ``benchmarks/knn_index.py``).
         memory_bank_source: ``"eval"`` rebuilds the bank from clean training images in eval mode before every
@@ -134,6 +138,7 @@ class SSAD(PretextAnomalyModule):
         memory_bank_size: int = 4096,
         memory_bank_source: BankSource = "eval",
         memory_bank_sampler: Sampler = "coreset",
+        memory_bank_draws: int = 3,
         knn_search: Search = "exact",
         warmup_epochs: int = 2,
         finetune_epochs: int = 4,
@@ -202,6 +207,7 @@ class SSAD(PretextAnomalyModule):
                 head_dims=head_dims,
                 memory_bank_size=memory_bank_size,
                 memory_bank_sampler=memory_bank_sampler,
+                memory_bank_draws=memory_bank_draws,
                 num_neighbors=num_neighbors,
                 localization=localization,
                 dense_features=dense_features,

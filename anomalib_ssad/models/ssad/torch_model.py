@@ -34,7 +34,7 @@ from anomalib_ssad.components.pretext_network import (
     PatchEmbedding,
     PretextNetwork,
 )
-from anomalib_ssad.components.scorers import BankSource, CellDistance, CellScorer, KnnScorer
+from anomalib_ssad.components.scorers import BankSource, CellDistance, CellScorer, KnnScorer, ScorerBag
 from anomalib_ssad.validation import check_positive
 
 __all__ = ["DenseFeatures", "Fusion", "Localization", "PatchEmbedding", "build_ssad_network"]
@@ -62,6 +62,7 @@ def build_ssad_network(
     knn_chunk_size: int = 4096,
     knn_search: Search = "exact",
     memory_bank_source: BankSource = "eval",
+    memory_bank_draws: int = 3,
 ) -> PretextNetwork:
     """SSAD's network: a :class:`~anomalib_ssad.components.PretextNetwork` given SSAD's k-NN scorer.
 
@@ -93,11 +94,18 @@ def build_ssad_network(
             :class:`~anomalib_ssad.components.MemoryBank`).
         memory_bank_source: ``"eval"`` or ``"train"`` (the paper's bank, filled while training; not in
             ``"dense"`` mode): see :class:`~anomalib_ssad.components.KnnScorer`.
+        memory_bank_draws: ``"dense"`` mode: scorers, each with its own banks drawn from its own share of the
+            normal cells, whose scores are averaged (:class:`~anomalib_ssad.components.scorers.ScorerBag`).
 
     Returns:
         The network; its ``scorer`` is fitted by ``scorer.fit(network.normal_embeddings(images))``.
     """
-    check_positive(memory_bank_size=memory_bank_size, num_neighbors=num_neighbors, knn_chunk_size=knn_chunk_size)
+    check_positive(
+        memory_bank_size=memory_bank_size,
+        num_neighbors=num_neighbors,
+        knn_chunk_size=knn_chunk_size,
+        memory_bank_draws=memory_bank_draws,
+    )
     if memory_bank_sampler not in {"coreset", "random"}:
         msg = f"memory_bank_sampler must be 'coreset' or 'random', got {memory_bank_sampler!r}."
         raise ValueError(msg)
@@ -108,16 +116,20 @@ def build_ssad_network(
 
     def scorer(network: PretextNetwork) -> nn.Module:
         if network.localization == "dense":
-            return CellScorer(
-                network.dense_part_sizes,
-                memory_bank_size,
-                cell_distance,
-                num_neighbors,
-                knn_chunk_size,
-                search=knn_search,
-                sampler=memory_bank_sampler,
-                direction_weight=direction_weight,
-            )
+
+            def cell_scorer() -> CellScorer:
+                return CellScorer(
+                    network.dense_part_sizes,
+                    memory_bank_size,
+                    cell_distance,
+                    num_neighbors,
+                    knn_chunk_size,
+                    search=knn_search,
+                    sampler=memory_bank_sampler,
+                    direction_weight=direction_weight,
+                )
+
+            return cell_scorer() if memory_bank_draws == 1 else ScorerBag(cell_scorer, memory_bank_draws)
         return KnnScorer(
             len(network.heads),
             memory_bank_size,
