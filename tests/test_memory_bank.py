@@ -192,6 +192,14 @@ def test_scorer_bag_fits_members_on_disjoint_shares_and_averages_their_scores():
     torch.testing.assert_close(restored([queries]), bag([queries]))
     with pytest.raises(ValueError, match="3 members"):
         bag.fit([rows[:2]])
+    # Image embeddings: the scores' gradient is the mean of the members' too.
+    knn_bag = ScorerBag(lambda: KnnScorer(1, capacity=1000), num_members=2)
+    knn_bag.fit([rows.abs()], generator=generator)
+    scores, gradient = knn_bag.score_with_gradient([queries.abs()])
+    members = [member.score_with_gradient([queries.abs()]) for member in knn_bag.members]
+    torch.testing.assert_close(scores, (members[0][0] + members[1][0]) / 2)
+    torch.testing.assert_close(gradient, (members[0][1] + members[1][1]) / 2)
+    assert not torch.equal(members[0][1], members[1][1])
     with pytest.raises(ValueError, match="learns in training"):
         ScorerBag(lambda: KnnScorer(1, capacity=8, source="train"), num_members=2)
     with pytest.raises(ValueError, match="num_members"):
