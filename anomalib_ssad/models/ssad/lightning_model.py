@@ -80,7 +80,7 @@ class SSAD(PretextAnomalyModule):
         memory_bank_draws: ``"dense"`` mode: independent normal models, each with its own banks subsampled from
             its own random share of the normal cells, whose scores are averaged. One draw's bank keeps rare
             normal patterns another misses; the mean of 3 (the default) moves far less with the draw than one
-            (README, ablation) at the cost of 3 k-NN searches per cell.
+            (README, ablation), at three times the k-NN search per cell.
         knn_search: ``"exact"`` (the default; chunked, exportable) or ``"faiss"`` (an approximate HNSW index for
             large banks, ``pip install faiss-cpu``; exports search exactly; recall in ``benchmarks/knn_index.py``).
         memory_bank_source: ``"eval"`` rebuilds the bank from clean training images in eval mode before every
