@@ -202,7 +202,7 @@ def rescore(model: SSAD, engine: Engine, datamodule: MVTecAD, scoring: dict) -> 
         return scorer
 
     draws = scoring["memory_bank_draws"] or model.hparams.memory_bank_draws
-    model.model.scorer = cell_scorer() if draws == 1 else ScorerBag(cell_scorer, draws)
+    model.model.scorer = ScorerBag.of(cell_scorer, draws)
     model.model.blur = gaussian_blur(scoring["sigma"])
     # The bank's random draws (row subset, holdout, coreset candidates) follow the model's seed.
     trained_seed = model.seed

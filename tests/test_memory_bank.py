@@ -204,6 +204,11 @@ def test_scorer_bag_fits_members_on_disjoint_shares_and_averages_their_scores():
         ScorerBag(lambda: KnnScorer(1, capacity=8, source="train"), num_members=2)
     with pytest.raises(ValueError, match="num_members"):
         ScorerBag(lambda: CellScorer((4,)), num_members=0)
+    # ScorerBag.of: one member is the member itself (the state dict of a plain scorer), more a bag.
+    assert type(ScorerBag.of(lambda: CellScorer((4,)), 1)) is CellScorer
+    assert len(ScorerBag.of(lambda: CellScorer((4,)), 2).members) == 2
+    with pytest.raises(ValueError, match="num_members"):
+        ScorerBag.of(lambda: CellScorer((4,)), 0)
 
 
 def test_cell_scorer_state_dict_restores_banks_and_scales():

@@ -347,6 +347,17 @@ class ScorerBag(Scorer):
             msg = "ScorerBag fits its members on clean rows; a scorer that learns in training cannot be a member."
             raise ValueError(msg)
 
+    @classmethod
+    def of(cls, build: Callable[[], Scorer], num_members: int) -> Scorer:
+        """``build()``'s scorer itself for one member, else a bag of ``num_members`` (see the class).
+
+        Example:
+            >>> type(ScorerBag.of(lambda: CellScorer((4,)), 1)).__name__
+            'CellScorer'
+        """
+        check_positive(num_members=num_members)
+        return build() if num_members == 1 else cls(build, num_members)
+
     @property
     def max_fit_rows(self) -> int | None:
         """The members' own bound on fitted rows, shared among them (``None``: no bound)."""

@@ -129,7 +129,7 @@ def build_ssad_network(
                     direction_weight=direction_weight,
                 )
 
-            return cell_scorer() if memory_bank_draws == 1 else ScorerBag(cell_scorer, memory_bank_draws)
+            return ScorerBag.of(cell_scorer, memory_bank_draws)
         return KnnScorer(
             len(network.heads),
             memory_bank_size,
