@@ -28,7 +28,7 @@ class ProjectionHead(nn.Module):
         in_features: Size of the input vector.
         hidden_dims: Output size of each block; the last one is the embedding size.
         rectified: End the last block with its ReLU too; ``False`` leaves the embedding linear
-            (``Linear -> BatchNorm1d``), which a Gaussian density models far better than rectified values.
+            (``Linear -> BatchNorm1d``): CutPaste's Gaussian models that output, not rectified values.
     """
 
     def __init__(self, in_features: int, hidden_dims: Sequence[int] = (512, 512, 128), rectified: bool = True) -> None:
