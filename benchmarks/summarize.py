@@ -26,7 +26,7 @@ def _cell(values: list[float], digits: int = 3) -> str:
 
 def summarise() -> str:
     lines = [
-        "Command: `python benchmarks/summarize.py` (from the `compare_*` tables; several seeds: mean ± std)",
+        "Command: `python benchmarks/summarize.py` (from the `compare_*` tables; SSAD: mean ± std over seeds 0, 1, 2)",
         "",
         "| dataset | model | seeds | image AUROC | pixel AUROC | AUPRO | train s | images/s | fit peak RSS MB "
         "| peak RSS MB (with test metrics) |",
@@ -40,7 +40,7 @@ def summarise() -> str:
         for row in rows:
             by_model.setdefault(row["model"], []).append(row)
         dataset = rows[0]["dataset"] if rows else path.parent.name
-        for model in ("ssad", "cutpaste", "cutpaste_rectified", "patchcore", "supersimplenet", "patch_ganomaly"):
+        for model in ("ssad", "cutpaste", "patchcore", "supersimplenet", "patch_ganomaly"):
             group = by_model.get(model, [])
             if not group:
                 continue

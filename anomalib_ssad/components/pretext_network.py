@@ -84,7 +84,6 @@ class PretextNetwork(nn.Module):
         sigma: Gaussian smoothing of the patch-level map, in pixels (0 disables).
         scorer: Builds the scorer from the finished network (e.g. ``lambda network: KnnScorer(len(network.heads))``;
             see :mod:`~anomalib_ssad.components.scorers`); it is kept as ``self.scorer``.
-        rectified_embedding: End the heads' last block with its ReLU (see :class:`ProjectionHead`).
 
     Raises:
         ValueError: For an unknown ``fusion``, ``localization`` or ``patch_embedding``, or a size out of range.
@@ -107,7 +106,6 @@ class PretextNetwork(nn.Module):
         sigma: float = 4.0,
         *,
         scorer: Callable[["PretextNetwork"], nn.Module],
-        rectified_embedding: bool = True,
     ) -> None:
         super().__init__()
         if fusion not in {"concat", "multiply"}:
@@ -138,7 +136,7 @@ class PretextNetwork(nn.Module):
             fusion = "concat"
             channels = [channels[index] for index in DENSE_STAGES]
         head_inputs = [sum(channels)] if fusion == "concat" else channels
-        self.heads = nn.ModuleList(ProjectionHead(size, head_dims, rectified_embedding) for size in head_inputs)
+        self.heads = nn.ModuleList(ProjectionHead(size, head_dims) for size in head_inputs)
         self.classifier = nn.Linear(sum(head.out_features for head in self.heads), num_classes)
         self.localization = localization
         self.dense_features = dense_features

@@ -27,11 +27,9 @@ class ProjectionHead(nn.Module):
     Args:
         in_features: Size of the input vector.
         hidden_dims: Output size of each block; the last one is the embedding size.
-        rectified: End the last block with its ReLU too; ``False`` leaves the embedding linear
-            (``Linear -> BatchNorm1d``): CutPaste's Gaussian models that output, not rectified values.
     """
 
-    def __init__(self, in_features: int, hidden_dims: Sequence[int] = (512, 512, 128), rectified: bool = True) -> None:
+    def __init__(self, in_features: int, hidden_dims: Sequence[int] = (512, 512, 128)) -> None:
         super().__init__()
         if not hidden_dims:
             msg = "hidden_dims must name at least one block size."
@@ -40,8 +38,6 @@ class ProjectionHead(nn.Module):
         for out_features in hidden_dims:
             layers += [nn.Linear(in_features, out_features), nn.BatchNorm1d(out_features), nn.ReLU(inplace=False)]
             in_features = out_features
-        if not rectified:
-            layers.pop()
         self.layers = nn.Sequential(*layers)
         self.out_features = in_features
 

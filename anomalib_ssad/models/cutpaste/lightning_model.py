@@ -49,8 +49,6 @@ class CutPaste(PretextAnomalyModule):
             statistics train, when ``pretrained=False``).
         weights_path: Backbone weights file, for machines without internet.
         head_dims: Sizes of the MLP projection head's ``Linear -> BatchNorm -> ReLU`` blocks (last: embedding).
-        rectified_embedding: End the head with its ReLU (the earlier default). ``False`` (the default, as the
-            reference implementation): the Gaussian models the head's linear output (README, results).
         variant: ``"cutpaste"`` or ``"scar"`` (binary: normal vs that augmentation) or ``"3way"``.
         localization: ``"patch"`` (the default, the paper's localization: the pretext task runs on
             ``patch_size`` crops and every window is scored with the Gaussian) or ``"image"`` (Grad-CAM; the
@@ -97,7 +95,6 @@ class CutPaste(PretextAnomalyModule):
         freeze_batchnorm: bool = True,
         weights_path: str | None = None,
         head_dims: Sequence[int] = (512, 512, 128),
-        rectified_embedding: bool = False,
         variant: CutPasteVariant = "3way",
         localization: Localization = "patch",
         patch_size: int = 64,
@@ -161,7 +158,6 @@ class CutPaste(PretextAnomalyModule):
                 pretrained=pretrained,
                 weights_path=weights_path,
                 head_dims=head_dims,
-                rectified_embedding=rectified_embedding,
                 num_classes=len(CUTPASTE_CLASSES[variant]),
                 localization=localization,
                 patch_size=patch_size,

@@ -40,7 +40,6 @@ def build_cutpaste_network(
     patch_embedding: PatchEmbedding = "crops",
     patch_batch_size: int = 256,
     sigma: float = 4.0,
-    rectified_embedding: bool = False,
 ) -> PretextNetwork:
     """CutPaste's network: backbone, MLP projection head, linear classifier, given a Gaussian scorer.
 
@@ -57,9 +56,6 @@ def build_cutpaste_network(
             embedded on its own, as the paper does).
         patch_batch_size: Windows per backbone pass in ``"crops"`` mode.
         sigma: Gaussian smoothing of the patch-level map, in pixels (0 disables).
-        rectified_embedding: End the head with a ReLU. ``False`` (the default, as the reference
-            implementation): the Gaussian models the last block's linear output, not rectified values, many of
-            them exactly 0.
 
     Returns:
         The network; its ``scorer`` is fitted by ``scorer.fit(network.normal_embeddings(images))``.
@@ -78,5 +74,4 @@ def build_cutpaste_network(
         patch_batch_size=patch_batch_size,
         sigma=sigma,
         scorer=lambda network: GaussianScorer(),
-        rectified_embedding=rectified_embedding,
     )
