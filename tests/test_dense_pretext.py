@@ -3,7 +3,9 @@
 import pytest
 import torch
 
+from anomalib_ssad import SSAD
 from anomalib_ssad.components import cell_labels, local_cell_features
+from anomalib_ssad.models import pretext_module
 from anomalib_ssad.models.pretext_module import balanced_cross_entropy
 from anomalib_ssad.models.ssad.torch_model import build_ssad_network
 from tests.test_ssad_torch_model import MEAN, STD
@@ -148,3 +150,18 @@ def test_cell_scorer_needs_no_more_rows_than_its_holdout_and_coreset_use():
     # A tenth is held out up to 20,000 rows: 200,000 rows fill the holdout and leave > 65,536 candidates.
     assert scorer.max_fit_rows == 200_000
     assert scorer.max_fit_rows - 20000 >= CORESET_CANDIDATES
+
+
+def test_fitting_stops_with_a_clear_error_when_the_pretext_loss_is_not_finite(monkeypatch, demo_root, tmp_path):
+    """Diverged weights would score every image NaN, which metrics turn into numbers: fitting raises instead."""
+    from anomalib.data import MVTecAD
+    from anomalib.engine import Engine
+
+    monkeypatch.setattr(pretext_module, "balanced_cross_entropy", lambda logits, labels, n: logits.sum() * float("nan"))
+    model = SSAD(backbone="resnet18", pretrained=False, warmup_epochs=1, finetune_epochs=0, samples_per_epoch=8)
+    datamodule = MVTecAD(root=demo_root, category="bottle", num_workers=0, train_batch_size=8, eval_batch_size=8)
+    engine = Engine(accelerator="cpu", devices=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    with pytest.raises(
+        FloatingPointError, match=r"loss is nan in epoch 0: training diverged. Lower warmup_lr \(now 0.03\)"
+    ):
+        engine.fit(model=model, datamodule=datamodule)

@@ -272,6 +272,7 @@ class PretextAnomalyModule(PluginAnomalyModule):
                 embeddings, logits = self.model(pool[step])
                 labels = pool_labels[step]
                 loss = F.cross_entropy(logits, labels)
+            self._check_finite(loss)
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
@@ -282,6 +283,17 @@ class PretextAnomalyModule(PluginAnomalyModule):
         loss = torch.stack(losses).mean()
         self.log("train_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(pool_labels))
         return loss
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        """Stop fitting when the pretext loss is not finite: diverged weights would give NaN scores, not an error."""
+        if not torch.isfinite(loss):
+            warmup = self.current_epoch < self.warmup_epochs
+            stage, lr = ("warmup", self.warmup_lr) if warmup else ("finetune", self.finetune_lr)
+            msg = (
+                f"{type(self).__name__}: the pretext loss is {loss.item()} in epoch {self.current_epoch}: training "
+                f"diverged. Lower {stage}_lr (now {lr})."
+            )
+            raise FloatingPointError(msg)
 
     def _dense_pretext_step(
         self, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor
