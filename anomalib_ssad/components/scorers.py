@@ -355,7 +355,6 @@ class ScorerBag(Scorer):
             >>> type(ScorerBag.of(lambda: CellScorer((4,)), 1)).__name__
             'CellScorer'
         """
-        check_positive(num_members=num_members)
         return build() if num_members == 1 else cls(build, num_members)
 
     @property
