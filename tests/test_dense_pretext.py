@@ -165,3 +165,23 @@ def test_fitting_stops_with_a_clear_error_when_the_pretext_loss_is_not_finite(mo
         FloatingPointError, match=r"loss is nan in epoch 0: training diverged. Lower warmup_lr \(now 0.03\)"
     ):
         engine.fit(model=model, datamodule=datamodule)
+
+
+def test_fitting_stops_with_a_clear_error_when_normal_embeddings_are_not_finite(monkeypatch, demo_root, tmp_path):
+    """A scorer fitted on NaN embeddings would score every image NaN: fitting raises before the scorer sees them."""
+    from anomalib.data import MVTecAD
+    from anomalib.engine import Engine
+
+    model = SSAD(backbone="resnet18", pretrained=False, warmup_epochs=1, finetune_epochs=0, samples_per_epoch=8)
+    embed = model.model.normal_embeddings
+
+    def diverged(images: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.full_like(embedding, float("nan")) for embedding in embed(images)]
+
+    monkeypatch.setattr(model.model, "normal_embeddings", diverged)
+    datamodule = MVTecAD(root=demo_root, category="bottle", num_workers=0, train_batch_size=8, eval_batch_size=8)
+    engine = Engine(accelerator="cpu", devices=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    with pytest.raises(
+        FloatingPointError, match=r"SSAD: (\d+) of \1 normal embeddings are not finite in epoch 0: training diverged"
+    ):
+        engine.fit(model=model, datamodule=datamodule)

@@ -162,7 +162,11 @@ class PretextAnomalyModule(PluginAnomalyModule):
         generator = torch.Generator().manual_seed(self.seed)
         dataloader = self._train_dataloader() if dataloader is None else dataloader
         max_rows = getattr(scorer, "max_fit_rows", None)
-        scorer.fit(self.collect_normal_embeddings(dataloader, max_rows=max_rows, generator=generator), generator)
+        embeddings = self.collect_normal_embeddings(dataloader, max_rows=max_rows, generator=generator)
+        for embedding in embeddings:
+            bad = int((~torch.isfinite(embedding).all(dim=-1)).sum())
+            self._check_finite(embedding, f"{bad} of {len(embedding)} normal embeddings are not finite")
+        scorer.fit(embeddings, generator)
 
     @property
     def max_epochs(self) -> int:
@@ -272,7 +276,7 @@ class PretextAnomalyModule(PluginAnomalyModule):
                 embeddings, logits = self.model(pool[step])
                 labels = pool_labels[step]
                 loss = F.cross_entropy(logits, labels)
-            self._check_finite(loss)
+            self._check_finite(loss, f"the pretext loss is {loss.item()}")
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
@@ -284,14 +288,19 @@ class PretextAnomalyModule(PluginAnomalyModule):
         self.log("train_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(pool_labels))
         return loss
 
-    def _check_finite(self, loss: torch.Tensor) -> None:
-        """Stop fitting when the pretext loss is not finite: diverged weights would give NaN scores, not an error."""
-        if not torch.isfinite(loss):
+    def _check_finite(self, values: torch.Tensor, what: str) -> None:
+        """Stop fitting when ``values`` are not all finite: diverged weights would give NaN scores, not an error.
+
+        Args:
+            values: The pretext loss or the normal embeddings.
+            what: What they are, for the message (e.g. ``"the pretext loss is nan"``).
+        """
+        if not torch.isfinite(values).all():
             warmup = self.current_epoch < self.warmup_epochs
             stage, lr = ("warmup", self.warmup_lr) if warmup else ("finetune", self.finetune_lr)
             msg = (
-                f"{type(self).__name__}: the pretext loss is {loss.item()} in epoch {self.current_epoch}: training "
-                f"diverged. Lower {stage}_lr (now {lr})."
+                f"{type(self).__name__}: {what} in epoch {self.current_epoch}: training diverged. Lower {stage}_lr "
+                f"(now {lr})."
             )
             raise FloatingPointError(msg)
 
