@@ -181,7 +181,7 @@ DEFAULT_SCORING = {
 def rescore(model: SSAD, engine: Engine, datamodule: MVTecAD, scoring: dict) -> None:
     """Give a trained dense SSAD a new scorer (``scoring`` overrides ``DEFAULT_SCORING``) and refit it."""
     scoring = {**DEFAULT_SCORING, **scoring}
-    model.model.dense_features = scoring["dense_features"]
+    model.model.scored_features = scoring["dense_features"]
     model.model.__dict__.pop("dense_embeddings", None)
     part_sizes = model.model.dense_part_sizes
     if scoring["image_centred"]:

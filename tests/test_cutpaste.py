@@ -191,12 +191,13 @@ def fitted(model: PretextNetwork, normal: torch.Tensor) -> PretextNetwork:
     return model
 
 
-def test_grad_cam_is_batched_and_equals_autograd() -> None:
+@pytest.mark.parametrize("scored_features", ["backbone", "head", "backbone+head"])
+def test_grad_cam_is_batched_and_equals_autograd(scored_features: str) -> None:
     torch.manual_seed(0)
-    model = fitted(
-        build_cutpaste_network(backbone="resnet18", pretrained=False, num_classes=2, localization="image"),
-        torch.rand(24, 3, 64, 64),
+    network = build_cutpaste_network(
+        backbone="resnet18", pretrained=False, num_classes=2, localization="image", scored_features=scored_features
     )
+    model = fitted(network, torch.rand(24, 3, 64, 64))
     images = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
         batched = model(images).anomaly_map
@@ -204,7 +205,13 @@ def test_grad_cam_is_batched_and_equals_autograd() -> None:
     stage_maps = model.backbone(images)
     last = stage_maps[-1].detach().requires_grad_(True)
     pooled = [feature_map.mean(dim=(2, 3)) for feature_map in stage_maps[:-1]] + [last.mean(dim=(2, 3))]
-    scores = model.scorer.density.score(model.heads[0](torch.cat(pooled, dim=-1)))
+    features = torch.cat(pooled, dim=-1)
+    scored = {
+        "backbone": features,
+        "head": model.heads[0](features),
+        "backbone+head": torch.cat([features, model.heads[0](features)], dim=-1),
+    }[scored_features]
+    scores = model.scorer.density.score(scored)
     (gradient,) = torch.autograd.grad(scores.sum(), last)
     cam = F.relu((gradient.mean(dim=(2, 3), keepdim=True) * last).sum(dim=1, keepdim=True))
     cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)

@@ -8,16 +8,16 @@ Three localization modes, each with the pretext task that matches what it scores
 - ``"dense"``: one backbone pass per image; every cell of the stride-8 grid gets a locally aware feature
   (:func:`~anomalib_ssad.components.patch_grid.local_cell_features` of the first two stages) and a head
   embedding. Training classifies every cell of images with synthetic defects (the labels come from the defects'
-  masks); scoring embeds every cell of the test image the same way, as its backbone feature, its head embedding
-  or both side by side (``dense_features``).
+  masks); scoring embeds every cell of the test image the same way.
 - ``"patch"``: the paper's patch level: training on ``patch_size`` crops, scoring every window of a sliding
   grid (windows pooled from one pass, or each window cropped and embedded alone).
 - ``"image"``: whole-image embeddings; the anomaly map is Grad-CAM of the image score.
 
-The network is given its scorer (:mod:`~anomalib_ssad.components.scorers`: k-NN memory bank, Gaussian, dense
-cells), built for it by a function of the network (which may read its heads or cell embedding layout). Training
-mode returns the embeddings and the pretext logits (per cell in ``"dense"`` mode); eval mode returns an
-``InferenceBatch``.
+In every mode the scorer sees the backbone features (pooled per window or image; locally aware per cell), the
+head's embedding of them, or both side by side (``scored_features``). The network is given its scorer
+(:mod:`~anomalib_ssad.components.scorers`: k-NN memory bank, Gaussian, dense cells), built for it by a function
+of the network (which may read its heads or cell embedding layout). Training mode returns the head embeddings and
+the pretext logits (per cell in ``"dense"`` mode); eval mode returns an ``InferenceBatch``.
 
 Example:
     >>> import torch
@@ -55,7 +55,7 @@ from .projection_head import ProjectionHead
 Fusion = Literal["concat", "multiply"]
 Localization = Literal["dense", "image", "patch"]
 PatchEmbedding = Literal["dense", "crops"]
-DenseFeatures = Literal["backbone+head", "head", "backbone"]
+ScoredFeatures = Literal["backbone+head", "head", "backbone"]
 
 # Stages of the locally aware cell features in "dense" mode: strides 8 and 16 (ResNet's layer2 and layer3,
 # PatchCore's choice); the coarsest stage adds little but blur at the image sizes used here.
@@ -74,8 +74,9 @@ class PretextNetwork(nn.Module):
         num_classes: Pretext classes.
         localization: ``"dense"`` (cell scores), ``"image"`` (Grad-CAM on the last stage) or ``"patch"``
             (window scores).
-        dense_features: ``"dense"`` mode: what each cell's scored embedding holds: the locally aware backbone
-            feature (``"backbone"``), the head embedding (``"head"``) or both side by side (``"backbone+head"``).
+        scored_features: What the scorer sees of a cell, window or image: the backbone feature the head takes
+            (``"backbone"``: locally aware per cell, the pooled stages per window or image), the head's embedding
+            of it (``"head"``) or both side by side (``"backbone+head"``).
         patch_size: Window size in pixels for patch-level localization.
         patch_stride: Window stride in pixels.
         patch_embedding: ``"dense"`` (one backbone pass, pooled per window) or ``"crops"`` (each window
@@ -98,7 +99,7 @@ class PretextNetwork(nn.Module):
         head_dims: Sequence[int] = (512, 512, 128),
         num_classes: int = 3,
         localization: Localization = "dense",
-        dense_features: DenseFeatures = "backbone",
+        scored_features: ScoredFeatures = "backbone",
         patch_size: int = 32,
         patch_stride: int = 8,
         patch_embedding: PatchEmbedding = "dense",
@@ -114,8 +115,8 @@ class PretextNetwork(nn.Module):
         if localization not in {"dense", "image", "patch"}:
             msg = f"localization must be 'dense', 'image' or 'patch', got {localization!r}."
             raise ValueError(msg)
-        if dense_features not in {"backbone+head", "head", "backbone"}:
-            msg = f"dense_features must be 'backbone+head', 'head' or 'backbone', got {dense_features!r}."
+        if scored_features not in {"backbone+head", "head", "backbone"}:
+            msg = f"scored_features must be 'backbone+head', 'head' or 'backbone', got {scored_features!r}."
             raise ValueError(msg)
         if patch_embedding not in {"dense", "crops"}:
             msg = f"patch_embedding must be 'dense' or 'crops', got {patch_embedding!r}."
@@ -139,7 +140,7 @@ class PretextNetwork(nn.Module):
         self.heads = nn.ModuleList(ProjectionHead(size, head_dims) for size in head_inputs)
         self.classifier = nn.Linear(sum(head.out_features for head in self.heads), num_classes)
         self.localization = localization
-        self.dense_features = dense_features
+        self.scored_features = scored_features
         self.patch_size = patch_size
         self.patch_stride = patch_stride
         self.patch_embedding = patch_embedding
@@ -158,16 +159,30 @@ class PretextNetwork(nn.Module):
             for head, group in zip(self.heads, groups, strict=True)
         ]
 
+    def _scored(self, groups: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """What the scorer sees of head inputs ``[..., C]`` (one per head): see ``scored_features``."""
+        if self.scored_features == "backbone":
+            return list(groups)
+        embeddings = self._embed_groups(groups)
+        if self.scored_features == "head":
+            return embeddings
+        return [torch.cat([group, embedding], dim=-1) for group, embedding in zip(groups, embeddings, strict=True)]
+
+    def _image_groups(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Head inputs of whole images (``[B, C]`` per head: pooled stages) and the backbone's stage maps."""
+        stage_maps = self.backbone(images)
+        return self._group_stages([feature_map.mean(dim=(2, 3)) for feature_map in stage_maps]), stage_maps
+
     def embed(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Image-level embeddings (one per head, ``[B, D]``) and the backbone's stage maps.
+        """Image-level head embeddings (one per head, ``[B, D]``) and the backbone's stage maps.
 
         In ``"dense"`` mode the image embedding is the mean of the cells' head embeddings.
         """
-        stage_maps = self.backbone(images)
         if self.localization == "dense":
+            stage_maps = self.backbone(images)
             return [self.cell_embeddings(_cells(stage_maps)).mean(dim=(1, 2))], stage_maps
-        pooled = [feature_map.mean(dim=(2, 3)) for feature_map in stage_maps]
-        return self._embed_groups(self._group_stages(pooled)), stage_maps
+        groups, stage_maps = self._image_groups(images)
+        return self._embed_groups(groups), stage_maps
 
     def freeze_unused_backbone(self) -> None:
         """Stop gradients of backbone parameters that the scored stages do not depend on.
@@ -202,53 +217,48 @@ class PretextNetwork(nn.Module):
         return self._embed_groups([features])[0]
 
     def dense_embeddings(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Raw embedding of every cell, ``[B, Gh, Gw, D]`` (one tensor: ``"dense"`` mode has one head).
+        """Scored embedding of every cell, ``[B, Gh, Gw, D]`` (one tensor: ``"dense"`` mode has one head).
 
         ``"backbone+head"`` concatenates the locally aware backbone feature and the head embedding; the scorer
         compares them (:class:`~anomalib_ssad.components.memory_bank.CellScorer`).
         """
-        features = self.cell_features(images)
-        if self.dense_features == "backbone":
-            return [features]
-        embedding = self.cell_embeddings(features)
-        if self.dense_features == "head":
-            return [embedding]
-        return [torch.cat([features, embedding], dim=-1)]
+        return self._scored([self.cell_features(images)])
 
     @property
     def dense_part_sizes(self) -> tuple[int, ...]:
-        """Sizes of the parts of a ``"dense"`` cell embedding (backbone feature, head embedding)."""
+        """Sizes of the parts of a ``"dense"`` cell's scored embedding (backbone feature, head embedding)."""
         feature_size = sum(self.backbone.out_channels[index] for index in DENSE_STAGES)
         head_size = self.heads[0].out_features
         return {"backbone": (feature_size,), "head": (head_size,), "backbone+head": (feature_size, head_size)}[
-            self.dense_features
+            self.scored_features
         ]
 
     def patch_embeddings(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Embeddings of every ``patch_size`` window, one ``[B, Gh, Gw, D]`` tensor per head."""
+        """Scored embeddings of every ``patch_size`` window, one ``[B, Gh, Gw, D]`` tensor per head."""
         image_size = (images.shape[-2], images.shape[-1])
         grid = patch_grid_size(image_size, self.patch_size, self.patch_stride)
         if self.patch_embedding == "dense":
             pooled = dense_patch_features(
                 self.backbone(images), self.backbone.strides, image_size, self.patch_size, self.patch_stride
             )
-            return self._embed_groups(self._group_stages(pooled))
+            return self._scored(self._group_stages(pooled))
         patches = crop_patches(images, self.patch_size, self.patch_stride)
         # A loop over chunks would pin the batch size into an exported graph: exports embed all windows at once.
         batches = [patches] if torch.compiler.is_exporting() else patches.split(self.patch_batch_size)
-        chunks = [self.embed(chunk)[0] for chunk in batches]
+        chunks = [self._scored(self._image_groups(chunk)[0]) for chunk in batches]
         return [
             torch.cat([chunk[index] for chunk in chunks]).reshape(images.shape[0], *grid, -1)
             for index in range(len(self.heads))
         ]
 
     def normal_embeddings(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Embeddings of clean images to fit the normal model, ``[N, D]`` per head, matching the scored unit."""
+        """Scored embeddings of clean images to fit the normal model, ``[N, D]`` per head (cells, windows or images)."""
         if self.localization == "dense":
             return [embedding.flatten(0, -2) for embedding in self.dense_embeddings(images)]
         if self.localization == "patch":
             return [embedding.flatten(0, -2) for embedding in self.patch_embeddings(images)]
-        return self.embed(images)[0]
+        groups, _ = self._image_groups(images)
+        return self._scored(groups)
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor] | InferenceBatch:
         """Training: ``(embeddings per head, pretext logits)``; eval: ``InferenceBatch`` with score and map.
@@ -279,29 +289,38 @@ class PretextNetwork(nn.Module):
             grid_scores = scores.reshape(images.shape[0], *grid)
             anomaly_map = assemble_anomaly_map(grid_scores, image_size, self.patch_size, self.blur)
             return InferenceBatch(pred_score=grid_scores.flatten(1).amax(dim=1), anomaly_map=anomaly_map)
-        embeddings, stage_maps = self.embed(images)
-        score, embedding_gradient = self.scorer.score_with_gradient(embeddings)
-        anomaly_map = self._grad_cam(stage_maps, embedding_gradient, score, image_size)
+        groups, stage_maps = self._image_groups(images)
+        score, embedding_gradient = self.scorer.score_with_gradient(self._scored(groups))
+        anomaly_map = self._grad_cam(stage_maps, groups[-1], embedding_gradient, score, image_size)
         return InferenceBatch(pred_score=score, anomaly_map=anomaly_map)
 
     def _grad_cam(
         self,
         stage_maps: Sequence[torch.Tensor],
+        head_input: torch.Tensor,
         embedding_gradient: torch.Tensor,
         score: torch.Tensor,
         image_size: tuple[int, int],
     ) -> torch.Tensor:
         """Grad-CAM of the image score on the last stage, scaled so its peak equals the image score.
 
-        Scaling by the score keeps maps comparable across images (a per-image [0, 1] normalisation would give
-        every normal image a full-strength hot spot and ruin pixel-level metrics).
+        ``head_input`` is the last head's input (pooled stages) and ``embedding_gradient`` the score's gradient
+        with respect to what the scorer saw of it (``scored_features``). Scaling by the score keeps maps
+        comparable across images (a per-image [0, 1] normalisation would give every normal image a full-strength
+        hot spot and ruin pixel-level metrics).
         """
         last = stage_maps[-1]
-        head_index = len(self.heads) - 1
-        pooled = [feature_map.mean(dim=(2, 3)) for feature_map in stage_maps]
-        head_input = self._group_stages(pooled)[head_index]
-        input_gradient = self.heads[head_index].input_gradient(head_input, embedding_gradient)[:, -last.shape[1] :]
-        cam = grad_cam(last, input_gradient, image_size)
+        head = self.heads[-1]
+        if self.scored_features == "backbone":
+            input_gradient = embedding_gradient
+        elif self.scored_features == "head":
+            input_gradient = head.input_gradient(head_input, embedding_gradient)
+        else:
+            size = head_input.shape[-1]
+            input_gradient = embedding_gradient[:, :size] + head.input_gradient(
+                head_input, embedding_gradient[:, size:]
+            )
+        cam = grad_cam(last, input_gradient[:, -last.shape[1] :], image_size)
         peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12)
         return cam / peak[:, None, None, None] * score[:, None, None, None]
 

@@ -6,8 +6,10 @@
 The network learns to tell normal images from CutPaste (a rectangle cut from the image and pasted elsewhere)
 and/or CutPaste-Scar (a thin rotated one) samples, drawn on the fly by
 :meth:`~anomalib_ssad.components.SyntheticAnomalyGenerator.cutpaste`. After training, a Gaussian is fitted on
-eval-mode embeddings of the clean training images (Ledoit-Wolf covariance) and a test image, or each of its
-windows, is scored by its Mahalanobis distance.
+eval-mode features of the clean training images (Ledoit-Wolf covariance) and a test image, or each of its
+windows, is scored by its Mahalanobis distance. The features are the backbone's pooled stages, as in the
+reference implementation (its density estimator takes the encoder's output, not the projection head's), or the
+head's embedding (``scored_features``).
 
 Example:
     >>> from anomalib.data import MVTecAD
@@ -27,7 +29,7 @@ from anomalib.metrics import Evaluator
 from anomalib.visualization import Visualizer
 from torch import nn
 
-from anomalib_ssad.components.pretext_network import Localization, PatchEmbedding
+from anomalib_ssad.components.pretext_network import Localization, PatchEmbedding, ScoredFeatures
 from anomalib_ssad.components.synthetic import CUTPASTE_CLASSES, SyntheticAnomalyGenerator
 from anomalib_ssad.components.synthetic.presets import CutPasteVariant
 from anomalib_ssad.models.base import seeded
@@ -59,6 +61,10 @@ class CutPaste(PretextAnomalyModule):
             window's score does not depend on where it lies) or ``"dense"`` (windows pooled from one backbone pass:
             faster, but border windows pool zero-padded activations that one Gaussian calls anomalous).
         sigma: Gaussian smoothing of the patch-level map in pixels.
+        scored_features: What the Gaussian models: ``"backbone"`` (the default: the pooled backbone stages the
+            head takes, which keep what ImageNet features know of normal variation) or ``"head"`` (the
+            projection head's embedding, trained only to tell the pretext classes apart) or both
+            (``"backbone+head"``).
         warmup_epochs: Stage 1 epochs (backbone frozen, only head and classifier train).
         finetune_epochs: Stage 2 epochs (whole network trains).
         warmup_lr: Stage 1 learning rate (cosine-annealed within the stage).
@@ -101,6 +107,7 @@ class CutPaste(PretextAnomalyModule):
         patch_stride: int = 16,
         patch_embedding: PatchEmbedding = "crops",
         sigma: float = 4.0,
+        scored_features: ScoredFeatures = "backbone",
         warmup_epochs: int = 2,
         finetune_epochs: int = 8,
         warmup_lr: float = 0.03,
@@ -164,6 +171,7 @@ class CutPaste(PretextAnomalyModule):
                 patch_stride=patch_stride,
                 patch_embedding=patch_embedding,
                 sigma=sigma,
+                scored_features=scored_features,
             )
         self.generator = SyntheticAnomalyGenerator.cutpaste(
             variant,

@@ -4,11 +4,12 @@
 """PyTorch model of CutPaste: the shared pretext network given a Gaussian-density scorer.
 
 :func:`build_cutpaste_network` builds a :class:`~anomalib_ssad.components.PretextNetwork` whose pooled backbone
-stages are concatenated and embedded by one projection head, scored by the Mahalanobis distance to a Gaussian of
-normal embeddings (:class:`~anomalib_ssad.components.scorers.GaussianScorer`). In training mode the network
-returns embeddings and pretext logits (binary or 3-way); in eval mode an ``InferenceBatch`` with the score and an
-anomaly map from closed-form Grad-CAM (``localization="image"``) or from scoring every ``patch_size`` window with
-the same Gaussian (``localization="patch"``).
+stages are concatenated and embedded by one projection head for the pretext classifier. The pooled stages (by
+default, as the reference implementation's density estimator) or the head's embedding are scored by the
+Mahalanobis distance to a Gaussian of normal ones (:class:`~anomalib_ssad.components.scorers.GaussianScorer`).
+In training mode the network returns embeddings and pretext logits (binary or 3-way); in eval mode an
+``InferenceBatch`` with the score and an anomaly map from closed-form Grad-CAM (``localization="image"``) or
+from scoring every ``patch_size`` window with the same Gaussian (``localization="patch"``).
 
 Example:
     >>> import torch
@@ -17,14 +18,14 @@ Example:
     >>> embeddings, logits = model(torch.rand(4, 3, 64, 64))
     >>> logits.shape
     torch.Size([4, 2])
-    >>> model.scorer.fit([torch.randn(32, 128)])
-    >>> model.eval()(torch.rand(2, 3, 64, 64)).anomaly_map.shape
+    >>> model.eval().scorer.fit(model.normal_embeddings(torch.rand(8, 3, 64, 64)))
+    >>> model(torch.rand(2, 3, 64, 64)).anomaly_map.shape
     torch.Size([2, 1, 64, 64])
 """
 
 from collections.abc import Sequence
 
-from anomalib_ssad.components.pretext_network import Localization, PatchEmbedding, PretextNetwork
+from anomalib_ssad.components.pretext_network import Localization, PatchEmbedding, PretextNetwork, ScoredFeatures
 from anomalib_ssad.components.scorers import GaussianScorer
 
 
@@ -40,6 +41,7 @@ def build_cutpaste_network(
     patch_embedding: PatchEmbedding = "crops",
     patch_batch_size: int = 256,
     sigma: float = 4.0,
+    scored_features: ScoredFeatures = "backbone",
 ) -> PretextNetwork:
     """CutPaste's network: backbone, MLP projection head, linear classifier, given a Gaussian scorer.
 
@@ -56,6 +58,8 @@ def build_cutpaste_network(
             embedded on its own, as the paper does).
         patch_batch_size: Windows per backbone pass in ``"crops"`` mode.
         sigma: Gaussian smoothing of the patch-level map, in pixels (0 disables).
+        scored_features: What the Gaussian models: ``"backbone"`` (the pooled stages the head takes),
+            ``"head"`` (the head's embedding) or ``"backbone+head"``.
 
     Returns:
         The network; its ``scorer`` is fitted by ``scorer.fit(network.normal_embeddings(images))``.
@@ -73,5 +77,6 @@ def build_cutpaste_network(
         patch_embedding=patch_embedding,
         patch_batch_size=patch_batch_size,
         sigma=sigma,
+        scored_features=scored_features,
         scorer=lambda network: GaussianScorer(),
     )

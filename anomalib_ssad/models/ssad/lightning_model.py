@@ -34,7 +34,7 @@ from anomalib_ssad.models.base import seeded
 from anomalib_ssad.models.pretext_module import PretextAnomalyModule
 from anomalib_ssad.validation import check_fraction, check_interval, check_non_negative, check_positive
 
-from .torch_model import DenseFeatures, Fusion, Localization, PatchEmbedding, build_ssad_network
+from .torch_model import Fusion, Localization, PatchEmbedding, ScoredFeatures, build_ssad_network
 
 _JITTER = ("color_jitter[brightness]", "color_jitter[contrast]", "color_jitter[saturation]", "color_jitter[hue]")
 DefectVariant = Literal["ssad", "sadsa"]
@@ -127,7 +127,7 @@ class SSAD(PretextAnomalyModule):
         fusion: Fusion = "concat",
         head_dims: Sequence[int] = (512, 512, 128),
         localization: Localization = "dense",
-        dense_features: DenseFeatures = "backbone",
+        dense_features: ScoredFeatures = "backbone",
         cell_distance: CellDistance = "cosine+euclidean",
         direction_weight: float = 0.5,
         patch_size: int = 32,

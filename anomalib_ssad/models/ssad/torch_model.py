@@ -28,16 +28,16 @@ from torch import nn
 
 from anomalib_ssad.components.memory_bank import Sampler, Search
 from anomalib_ssad.components.pretext_network import (
-    DenseFeatures,
     Fusion,
     Localization,
     PatchEmbedding,
     PretextNetwork,
+    ScoredFeatures,
 )
 from anomalib_ssad.components.scorers import BankSource, CellDistance, CellScorer, KnnScorer, ScorerBag
 from anomalib_ssad.validation import check_positive
 
-__all__ = ["DenseFeatures", "Fusion", "Localization", "PatchEmbedding", "build_ssad_network"]
+__all__ = ["Fusion", "Localization", "PatchEmbedding", "ScoredFeatures", "build_ssad_network"]
 
 
 def build_ssad_network(
@@ -51,7 +51,7 @@ def build_ssad_network(
     memory_bank_sampler: Sampler = "random",
     num_neighbors: int = 3,
     localization: Localization = "dense",
-    dense_features: DenseFeatures = "backbone",
+    dense_features: ScoredFeatures = "backbone",
     cell_distance: CellDistance = "cosine+euclidean",
     direction_weight: float = 0.5,
     patch_size: int = 32,
@@ -109,6 +109,9 @@ def build_ssad_network(
     if memory_bank_sampler not in {"coreset", "random"}:
         msg = f"memory_bank_sampler must be 'coreset' or 'random', got {memory_bank_sampler!r}."
         raise ValueError(msg)
+    if dense_features not in {"backbone+head", "head", "backbone"}:
+        msg = f"dense_features must be 'backbone+head', 'head' or 'backbone', got {dense_features!r}."
+        raise ValueError(msg)
 
     if direction_weight != 0.5 and localization != "dense":
         msg = f"direction_weight weighs the distances of dense cells; localization={localization!r} has none."
@@ -148,7 +151,8 @@ def build_ssad_network(
         head_dims=head_dims,
         num_classes=num_classes,
         localization=localization,
-        dense_features=dense_features,
+        # Patch and image modes score the head embedding (the paper's); dense_features is the dense cells' choice.
+        scored_features=dense_features if localization == "dense" else "head",
         patch_size=patch_size,
         patch_stride=patch_stride,
         patch_embedding=patch_embedding,
