@@ -6,10 +6,11 @@
 The network learns to tell normal images from CutPaste (a rectangle cut from the image and pasted elsewhere)
 and/or CutPaste-Scar (a thin rotated one) samples, drawn on the fly by
 :meth:`~anomalib_ssad.components.SyntheticAnomalyGenerator.cutpaste`. After training, a Gaussian is fitted on
-eval-mode features of the clean training images (Ledoit-Wolf covariance) and a test image, or each of its
-windows, is scored by its Mahalanobis distance. The features are the backbone's pooled stages, as in the
-reference implementation (its density estimator takes the encoder's output, not the projection head's), or the
-head's embedding (``scored_features``).
+eval-mode embeddings of the clean training images (Ledoit-Wolf covariance) and a test image, or each of its
+windows, is scored by its Mahalanobis distance. The embedding is the projection head's (``scored_features``: or
+the backbone's pooled stages, as the reference implementation's density estimator, or both). By default the
+pretrained backbone stays frozen and only the head and classifier learn the pretext task: fine-tuning the
+backbone at the paper's learning rate wrecked its ImageNet features on some data (see the README's ablation).
 
 Example:
     >>> from anomalib.data import MVTecAD
@@ -61,12 +62,12 @@ class CutPaste(PretextAnomalyModule):
             window's score does not depend on where it lies) or ``"dense"`` (windows pooled from one backbone pass:
             faster, but border windows pool zero-padded activations that one Gaussian calls anomalous).
         sigma: Gaussian smoothing of the patch-level map in pixels.
-        scored_features: What the Gaussian models: ``"backbone"`` (the default: the pooled backbone stages the
-            head takes, which keep what ImageNet features know of normal variation) or ``"head"`` (the
-            projection head's embedding, trained only to tell the pretext classes apart) or both
-            (``"backbone+head"``).
+        scored_features: What the Gaussian models: ``"head"`` (the default: the projection head's embedding),
+            ``"backbone"`` (the pooled backbone stages the head takes, as the reference implementation) or both
+            side by side (``"backbone+head"``).
         warmup_epochs: Stage 1 epochs (backbone frozen, only head and classifier train).
-        finetune_epochs: Stage 2 epochs (whole network trains).
+        finetune_epochs: Stage 2 epochs (whole network trains; 0, the default, keeps the pretrained backbone
+            frozen throughout).
         warmup_lr: Stage 1 learning rate (cosine-annealed within the stage).
         finetune_lr: Stage 2 learning rate (cosine-annealed within the stage; the paper: 0.03).
         momentum: SGD momentum (the paper: 0.9).
@@ -107,9 +108,9 @@ class CutPaste(PretextAnomalyModule):
         patch_stride: int = 16,
         patch_embedding: PatchEmbedding = "crops",
         sigma: float = 4.0,
-        scored_features: ScoredFeatures = "backbone",
+        scored_features: ScoredFeatures = "head",
         warmup_epochs: int = 2,
-        finetune_epochs: int = 8,
+        finetune_epochs: int = 0,
         warmup_lr: float = 0.03,
         finetune_lr: float = 0.03,
         momentum: float = 0.9,

@@ -4,8 +4,8 @@
 """PyTorch model of CutPaste: the shared pretext network given a Gaussian-density scorer.
 
 :func:`build_cutpaste_network` builds a :class:`~anomalib_ssad.components.PretextNetwork` whose pooled backbone
-stages are concatenated and embedded by one projection head for the pretext classifier. The pooled stages (by
-default, as the reference implementation's density estimator) or the head's embedding are scored by the
+stages are concatenated and embedded by one projection head for the pretext classifier. The head's embedding
+(by default), the pooled stages (as the reference implementation's density estimator) or both are scored by the
 Mahalanobis distance to a Gaussian of normal ones (:class:`~anomalib_ssad.components.scorers.GaussianScorer`).
 In training mode the network returns embeddings and pretext logits (binary or 3-way); in eval mode an
 ``InferenceBatch`` with the score and an anomaly map from closed-form Grad-CAM (``localization="image"``) or
@@ -41,7 +41,7 @@ def build_cutpaste_network(
     patch_embedding: PatchEmbedding = "crops",
     patch_batch_size: int = 256,
     sigma: float = 4.0,
-    scored_features: ScoredFeatures = "backbone",
+    scored_features: ScoredFeatures = "head",
 ) -> PretextNetwork:
     """CutPaste's network: backbone, MLP projection head, linear classifier, given a Gaussian scorer.
 
@@ -58,8 +58,8 @@ def build_cutpaste_network(
             embedded on its own, as the paper does).
         patch_batch_size: Windows per backbone pass in ``"crops"`` mode.
         sigma: Gaussian smoothing of the patch-level map, in pixels (0 disables).
-        scored_features: What the Gaussian models: ``"backbone"`` (the pooled stages the head takes),
-            ``"head"`` (the head's embedding) or ``"backbone+head"``.
+        scored_features: What the Gaussian models: ``"head"`` (the head's embedding), ``"backbone"`` (the
+            pooled stages the head takes) or ``"backbone+head"``.
 
     Returns:
         The network; its ``scorer`` is fitted by ``scorer.fit(network.normal_embeddings(images))``.

@@ -1,0 +1,123 @@
+"""CutPaste ablation (issue #8): its training schedule and what its Gaussian models, on every dataset.
+
+CutPaste is fitted once per dataset, seed and schedule; its Gaussian is then refitted on each choice of
+``scored_features`` (the pooled backbone stages the projection head takes, the head's embedding, or both) and
+tested again, so the rows of one training differ only in what the Gaussian models. What is scored does not
+change the training (the pretext classifier always reads the head's embedding). Every row uses the runner's
+Evaluator and 256 px; the ``mean`` rows average the seeds run.
+
+Usage (from the project root; results are appended as they come and the table is rewritten)::
+
+    python benchmarks/cutpaste_features.py                       # every dataset and schedule, seeds 0, 1, 2
+    python benchmarks/cutpaste_features.py --datasets kolektorsdd --seeds 0 \
+        --trainings "2 head-only epochs (backbone frozen)"       # one schedule (the names are in TRAININGS)
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from anomalib.data import MVTecAD
+from anomalib.engine import Engine
+from lightning.pytorch import seed_everything
+from tables import read_rows, write_table
+
+from anomalib_ssad import CutPaste
+from anomalib_ssad.benchmark.runner import shared_evaluator
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATASETS = {
+    "mvtec_bottle": (DATA / "mvtec_ad", "bottle"),
+    "kolektorsdd": (DATA / "kolektorsdd", "kolektorsdd"),
+    "magnetic_tile": (DATA / "magnetic_tile", "magnetic_tile"),
+}
+SCORED_FEATURES = ("head", "backbone", "backbone+head")
+# (schedule name, CutPaste arguments); the first is the default.
+TRAININGS = {
+    "2 head-only epochs (backbone frozen)": {},
+    "2 + 8 epochs, fine-tuning lr 0.03 (the paper's lr)": {"finetune_epochs": 8, "finetune_lr": 0.03},
+    "2 + 8 epochs, fine-tuning lr 0.003": {"finetune_epochs": 8, "finetune_lr": 0.003},
+}
+METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO")
+COLUMNS = ("dataset", "training", "seed", "scored_features", *METRICS, "fit_seconds")
+
+
+def run(dataset: str, training: str, seed: int, output: Path) -> None:
+    """Fit CutPaste once with a schedule, then test it with the Gaussian refitted on each ``scored_features``."""
+    key = (dataset, training, str(seed))
+    done = {row["scored_features"] for row in _rows(output) if (row["dataset"], row["training"], row["seed"]) == key}
+    if done >= set(SCORED_FEATURES):
+        return
+    root, category = DATASETS[dataset]
+    seed_everything(seed)
+    model = CutPaste(
+        **TRAININGS[training],
+        seed=seed,
+        pre_processor=CutPaste.configure_pre_processor(image_size=(256, 256)),
+        evaluator=shared_evaluator(),
+        visualizer=False,
+    )
+    datamodule = MVTecAD(root=root, category=category, num_workers=0)
+    engine = Engine(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, default_root_dir=output / "jobs"
+    )
+    start = time.perf_counter()
+    engine.fit(model=model, datamodule=datamodule)
+    fit_seconds = time.perf_counter() - start
+    for scored_features in SCORED_FEATURES:
+        if scored_features in done:
+            continue
+        model.model.scored_features = scored_features
+        model.fit_normal_model(datamodule.train_dataloader())
+        metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
+        row = {
+            "dataset": dataset,
+            "training": training,
+            "seed": seed,
+            "scored_features": scored_features,
+            **{name: round(float(metrics[name]), 3) for name in METRICS},
+            "fit_seconds": round(fit_seconds),
+        }
+        print(json.dumps(row), flush=True)
+        _write(output, [*_rows(output), row])
+
+
+def _rows(output: Path) -> list[dict[str, str]]:
+    return [row for row in read_rows(output / "results.csv") if not row["seed"].startswith("mean")]
+
+
+def _write(output: Path, rows: list[dict]) -> None:
+    """Per-seed rows, then one ``mean`` row per dataset, schedule and choice with more than one seed."""
+    means = []
+    for dataset in DATASETS:
+        for training in TRAININGS:
+            for scored_features in SCORED_FEATURES:
+                key = (dataset, training, scored_features)
+                group = [row for row in rows if (row["dataset"], row["training"], row["scored_features"]) == key]
+                if len(group) > 1:
+                    mean = {name: round(sum(float(row[name]) for row in group) / len(group), 3) for name in METRICS}
+                    fit_seconds = round(sum(float(row["fit_seconds"]) for row in group) / len(group))
+                    seeds = "mean of " + "/".join(str(row["seed"]) for row in group)
+                    means.append({**dict(zip(COLUMNS[:4], (*key[:2], seeds, key[2]), strict=True)), **mean})
+                    means[-1]["fit_seconds"] = fit_seconds
+    command = "Command: `python benchmarks/cutpaste_features.py` (efficientnet_lite0 ImageNet, 256 px, 2-core CPU)"
+    write_table(output / "results.csv", COLUMNS, [*rows, *means], command)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--trainings", nargs="+", default=list(TRAININGS), choices=list(TRAININGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/cutpaste_features"))
+    args = parser.parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+    for dataset in args.datasets:
+        for training in args.trainings:
+            for seed in args.seeds:
+                run(dataset, training, seed, args.output)
+
+
+if __name__ == "__main__":
+    main()
