@@ -15,16 +15,13 @@ Usage (from the project root; results are appended as they come and the table is
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-from anomalib.data import MVTecAD
-from anomalib.engine import Engine
+from fitting import fit
 from lightning.pytorch import seed_everything
 from tables import read_rows, write_table
 
 from anomalib_ssad import CutPaste
-from anomalib_ssad.benchmark.runner import shared_evaluator
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATASETS = {
@@ -49,22 +46,9 @@ def run(dataset: str, training: str, seed: int, output: Path) -> None:
     done = {row["scored_features"] for row in _rows(output) if (row["dataset"], row["training"], row["seed"]) == key}
     if done >= set(SCORED_FEATURES):
         return
-    root, category = DATASETS[dataset]
     seed_everything(seed)
-    model = CutPaste(
-        **TRAININGS[training],
-        seed=seed,
-        pre_processor=CutPaste.configure_pre_processor(image_size=(256, 256)),
-        evaluator=shared_evaluator(),
-        visualizer=False,
-    )
-    datamodule = MVTecAD(root=root, category=category, num_workers=0)
-    engine = Engine(
-        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, default_root_dir=output / "jobs"
-    )
-    start = time.perf_counter()
-    engine.fit(model=model, datamodule=datamodule)
-    fit_seconds = time.perf_counter() - start
+    init_args = {**TRAININGS[training], "seed": seed}
+    model, engine, datamodule, fit_seconds = fit(CutPaste, init_args, DATASETS[dataset], (256, 256), output / "jobs")
     for scored_features in SCORED_FEATURES:
         if scored_features in done:
             continue

@@ -13,17 +13,16 @@ Usage (from the project root; results are appended as they come and the table is
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
+from fitting import fit
 from lightning.pytorch import seed_everything
 from tables import read_rows, write_table
 
 from anomalib_ssad import SSAD
-from anomalib_ssad.benchmark.runner import shared_evaluator
 from anomalib_ssad.components import gaussian_blur
 from anomalib_ssad.components.memory_bank import CentredParts
 from anomalib_ssad.components.scorers import CellScorer, ScorerBag
@@ -132,19 +131,7 @@ def run(dataset: str, output: Path) -> None:
         if all((training, name) in done for name, _ in scorings):
             continue
         seed_everything(0)
-        model = SSAD(
-            **init_args,
-            pre_processor=SSAD.configure_pre_processor(image_size=image_size),
-            evaluator=shared_evaluator(),
-            visualizer=False,
-        )
-        datamodule = MVTecAD(root=root, category=category, num_workers=0)
-        engine = Engine(
-            accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, default_root_dir=output / "jobs"
-        )
-        start = time.perf_counter()
-        engine.fit(model=model, datamodule=datamodule)
-        fit_seconds = time.perf_counter() - start
+        model, engine, datamodule, fit_seconds = fit(SSAD, init_args, (root, category), image_size, output / "jobs")
         for name, scoring in scorings:
             if (training, name) in done:
                 continue

@@ -407,3 +407,21 @@ def test_cutpaste_features_table_appends_seed_means_and_reads_back_only_seed_row
         "| kolektorsdd | " + training + " | mean of 0/1 | head | 0.6 | 0.75 | 0.3 | 10 |"
         in (tmp_path / "results.md").read_text()
     )
+
+
+def test_ablation_scripts_fit_a_plugin_model_as_the_runner_does(tmp_path, demo_root):
+    """benchmarks/fitting.py: the runner's Evaluator, no visualizer, the scorer fitted, the model's own arguments."""
+    from anomalib_ssad import CutPaste
+    from anomalib_ssad.benchmark.runner import shared_evaluator
+
+    tiny = {"warmup_epochs": 1, "finetune_epochs": 0, "samples_per_epoch": 8, "batch_size": 8, "seed": 3}
+    model, engine, datamodule, seconds = _benchmark_script("fitting").fit(
+        CutPaste, tiny, (demo_root, "bottle"), (64, 64), tmp_path / "jobs"
+    )
+    assert model.model.scorer.density.is_fitted
+    assert (model.seed, model.max_epochs, engine.trainer.current_epoch) == (3, 1, 1)
+    assert model.visualizer is None
+    assert [type(metric) for metric in model.evaluator.test_metrics] == [
+        type(metric) for metric in shared_evaluator().test_metrics
+    ]
+    assert datamodule.category == "bottle" and seconds > 0
