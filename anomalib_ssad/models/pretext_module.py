@@ -164,8 +164,7 @@ class PretextAnomalyModule(PluginAnomalyModule):
         max_rows = getattr(scorer, "max_fit_rows", None)
         embeddings = self.collect_normal_embeddings(dataloader, max_rows=max_rows, generator=generator)
         for embedding in embeddings:
-            bad = int((~torch.isfinite(embedding).all(dim=-1)).sum())
-            self._check_finite(embedding, f"{bad} of {len(embedding)} normal embeddings are not finite")
+            self._check_finite(embedding, "normal embeddings")
         scorer.fit(embeddings, generator)
 
     @property
@@ -276,7 +275,7 @@ class PretextAnomalyModule(PluginAnomalyModule):
                 embeddings, logits = self.model(pool[step])
                 labels = pool_labels[step]
                 loss = F.cross_entropy(logits, labels)
-            self._check_finite(loss, f"the pretext loss is {loss.item()}")
+            self._check_finite(loss, "the pretext loss")
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
@@ -288,21 +287,29 @@ class PretextAnomalyModule(PluginAnomalyModule):
         self.log("train_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(pool_labels))
         return loss
 
-    def _check_finite(self, values: torch.Tensor, what: str) -> None:
+    def _check_finite(self, values: torch.Tensor, name: str) -> None:
         """Stop fitting when ``values`` are not all finite: diverged weights would give NaN scores, not an error.
 
+        The message is built only on failure (this runs on every training step).
+
         Args:
-            values: The pretext loss or the normal embeddings.
-            what: What they are, for the message (e.g. ``"the pretext loss is nan"``).
+            values: The pretext loss (a scalar) or normal embeddings (rows).
+            name: What they are, for the message (``"the pretext loss"``, ``"normal embeddings"``).
         """
-        if not torch.isfinite(values).all():
-            warmup = self.current_epoch < self.warmup_epochs
-            stage, lr = ("warmup", self.warmup_lr) if warmup else ("finetune", self.finetune_lr)
-            msg = (
-                f"{type(self).__name__}: {what} in epoch {self.current_epoch}: training diverged. Lower {stage}_lr "
-                f"(now {lr})."
-            )
-            raise FloatingPointError(msg)
+        if torch.isfinite(values).all():
+            return
+        if values.ndim == 0:
+            what = f"{name} is {values.item()}"
+        else:
+            bad = int((~torch.isfinite(values).all(dim=-1)).sum())
+            what = f"{bad} of {len(values)} {name} are not finite"
+        warmup = self.current_epoch < self.warmup_epochs
+        stage, lr = ("warmup", self.warmup_lr) if warmup else ("finetune", self.finetune_lr)
+        msg = (
+            f"{type(self).__name__}: {what} in epoch {self.current_epoch}: training diverged. Lower {stage}_lr "
+            f"(now {lr})."
+        )
+        raise FloatingPointError(msg)
 
     def _dense_pretext_step(
         self, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor
