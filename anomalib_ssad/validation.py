@@ -12,6 +12,7 @@ Example:
 """
 
 from collections.abc import Sequence
+from typing import Any, get_args
 
 
 def check_positive(**arguments: float) -> None:
@@ -50,4 +51,18 @@ def check_interval(name: str, interval: Sequence[float], low: float = 0.0, high:
     if len(interval) != 2 or not low < interval[0] <= interval[1] <= high:
         bounds = f"{low} < minimum <= maximum" + (f" <= {high}" if high != float("inf") else "")
         msg = f"{name} must be a (minimum, maximum) pair with {bounds}, got {tuple(interval)!r}."
+        raise ValueError(msg)
+
+
+def check_choice(name: str, value: object, choices: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices`` (a ``Literal`` type or an iterable).
+
+    Args:
+        name: Argument name for the message.
+        value: The value given.
+        choices: The allowed values: a ``typing.Literal`` (its arguments) or any iterable of them.
+    """
+    allowed = tuple(get_args(choices) or choices)
+    if value not in allowed:
+        msg = f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}."
         raise ValueError(msg)

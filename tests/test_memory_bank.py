@@ -100,7 +100,7 @@ def test_bank_fill_samplers():
         assert bank.memory_bank.shape == (10, 8)
         # Every kept row is one of the inputs.
         assert (bank.memory_bank[:, None] == embeddings[None]).all(dim=-1).any(dim=1).all()
-    with pytest.raises(ValueError, match="sampler must be 'random' or 'coreset'"):
+    with pytest.raises(ValueError, match="sampler must be one of 'random', 'coreset', got"):
         MemoryBank(capacity=10).fill(embeddings, sampler="kmeans")
 
 

@@ -1,4 +1,6 @@
-"""Numeric arguments are checked at construction; the message names the argument and the value."""
+"""Arguments are checked at construction; the message names the argument and the value."""
+
+import re
 
 import pytest
 
@@ -25,12 +27,16 @@ BAD_ARGUMENTS = [
     (CutPaste, {"area_ratio": (0.1, 1.5)}, "area_ratio must be a (minimum, maximum) pair"),
     (CutPaste, {"scar_width": (0, 4)}, "scar_width must be a (minimum, maximum) pair"),
     (CutPaste, {"max_angle": -5.0}, "max_angle must be >= 0, got -5.0"),
+    (SSAD, {"fusion": "sum"}, "fusion must be one of 'concat', 'multiply', got 'sum'"),
+    (SSAD, {"object_mask_mode": "edges"}, "object_mask_mode must be one of 'auto', 'texture', 'fixed', 'per_image'"),
+    (CutPaste, {"variant": "4way"}, "variant must be one of '3way', 'cutpaste', 'scar', got '4way'"),
+    (CutPaste, {"scored_features": "stages"}, "scored_features must be one of 'backbone+head', 'head', 'backbone'"),
 ]
 
 
 @pytest.mark.parametrize(("model", "arguments", "message"), BAD_ARGUMENTS)
-def test_bad_numeric_argument_fails_at_construction_naming_it(model, arguments, message):
-    with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+def test_bad_argument_fails_at_construction_naming_it(model, arguments, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
         model(pretrained=False, **arguments)
 
 

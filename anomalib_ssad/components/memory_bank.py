@@ -28,6 +28,8 @@ from anomalib.models.components import DynamicBufferMixin
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
+from anomalib_ssad.validation import check_choice
+
 _EPS = 1e-8
 
 Sampler = Literal["random", "coreset"]
@@ -91,9 +93,7 @@ def knn_distance(
     Raises:
         ValueError: If the bank is empty, the dimensions differ or the metric is unknown.
     """
-    if metric not in {"cosine", "euclidean"}:
-        msg = f"metric must be 'cosine' or 'euclidean', got {metric!r}."
-        raise ValueError(msg)
+    check_choice("metric", metric, Metric)
     if bank.numel() == 0:
         msg = "The memory bank is empty: train the model (or fill the bank) before scoring."
         raise ValueError(msg)
@@ -273,9 +273,7 @@ class MemoryBank(DynamicBufferMixin, nn.Module):
 
     def __init__(self, capacity: int = 2048, metric: Metric = "cosine", search: Search = "exact") -> None:
         super().__init__()
-        if search not in {"exact", "faiss"}:
-            msg = f"Memory bank search must be 'exact' or 'faiss', got {search!r}."
-            raise ValueError(msg)
+        check_choice("Memory bank search", search, Search)
         if search == "faiss":
             _import_faiss()
         self.search = search
@@ -284,9 +282,7 @@ class MemoryBank(DynamicBufferMixin, nn.Module):
         if capacity < 1:
             msg = f"Memory bank capacity must be >= 1, got {capacity}."
             raise ValueError(msg)
-        if metric not in {"cosine", "euclidean"}:
-            msg = f"Memory bank metric must be 'cosine' or 'euclidean', got {metric!r}."
-            raise ValueError(msg)
+        check_choice("Memory bank metric", metric, Metric)
         self.capacity = capacity
         self.metric = metric
         self.register_buffer("memory_bank", torch.empty(0, 0))
@@ -322,9 +318,7 @@ class MemoryBank(DynamicBufferMixin, nn.Module):
         Raises:
             ValueError: For an unknown sampler.
         """
-        if sampler not in {"random", "coreset"}:
-            msg = f"sampler must be 'random' or 'coreset', got {sampler!r}."
-            raise ValueError(msg)
+        check_choice("sampler", sampler, Sampler)
         embeddings = embeddings.detach().to(self.memory_bank.device, torch.float32)
         if embeddings.shape[0] > self.capacity:
             if sampler == "coreset":

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from anomalib_ssad.validation import check_choice
+
 MaskMode = Literal["auto", "texture", "fixed", "per_image"]
 
 
@@ -122,9 +124,7 @@ class ObjectMasker:
         min_coverage: float = 0.01,
         agreement_iou: float = 0.8,
     ) -> None:
-        if mode not in {"auto", "texture", "fixed", "per_image"}:
-            msg = f"Unknown object mask mode {mode!r}; expected auto, texture, fixed or per_image."
-            raise ValueError(msg)
+        check_choice("object_mask_mode", mode, MaskMode)
         self.mode = mode
         self.texture_coverage = texture_coverage
         self.min_coverage = min_coverage

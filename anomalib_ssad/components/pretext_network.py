@@ -38,7 +38,7 @@ import torch
 from anomalib.data import InferenceBatch
 from torch import nn
 
-from anomalib_ssad.validation import check_non_negative, check_positive
+from anomalib_ssad.validation import check_choice, check_non_negative, check_positive
 
 from .backbone import build_backbone
 from .grad_cam import grad_cam
@@ -109,18 +109,10 @@ class PretextNetwork(nn.Module):
         scorer: Callable[["PretextNetwork"], nn.Module],
     ) -> None:
         super().__init__()
-        if fusion not in {"concat", "multiply"}:
-            msg = f"fusion must be 'concat' or 'multiply', got {fusion!r}."
-            raise ValueError(msg)
-        if localization not in {"dense", "image", "patch"}:
-            msg = f"localization must be 'dense', 'image' or 'patch', got {localization!r}."
-            raise ValueError(msg)
-        if scored_features not in {"backbone+head", "head", "backbone"}:
-            msg = f"scored_features must be 'backbone+head', 'head' or 'backbone', got {scored_features!r}."
-            raise ValueError(msg)
-        if patch_embedding not in {"dense", "crops"}:
-            msg = f"patch_embedding must be 'dense' or 'crops', got {patch_embedding!r}."
-            raise ValueError(msg)
+        check_choice("fusion", fusion, Fusion)
+        check_choice("localization", localization, Localization)
+        check_choice("scored_features", scored_features, ScoredFeatures)
+        check_choice("patch_embedding", patch_embedding, PatchEmbedding)
         check_positive(patch_size=patch_size, patch_stride=patch_stride, patch_batch_size=patch_batch_size)
         check_non_negative(sigma=sigma)
         if not head_dims or min(head_dims) < 1:

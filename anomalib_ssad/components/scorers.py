@@ -29,13 +29,13 @@ Example:
 """
 
 from collections.abc import Callable, Sequence
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 from anomalib.models.components import DynamicBufferMixin
 from torch import nn
 
-from anomalib_ssad.validation import check_fraction, check_positive
+from anomalib_ssad.validation import check_choice, check_fraction, check_positive
 
 from .gaussian_density import GaussianDensity
 from .memory_bank import (
@@ -102,9 +102,7 @@ class KnnScorer(Scorer):
         source: BankSource = "eval",
     ) -> None:
         super().__init__()
-        if source not in {"eval", "train"}:
-            msg = f"memory_bank_source must be 'eval' or 'train', got {source!r}."
-            raise ValueError(msg)
+        check_choice("memory_bank_source", source, BankSource)
         self.banks = nn.ModuleList(MemoryBank(capacity, search=search) for _ in range(num_heads))
         self.num_neighbors = num_neighbors
         self.chunk_size = chunk_size
@@ -235,12 +233,8 @@ class CellScorer(DynamicBufferMixin, Scorer):
         direction_weight: float = 0.5,
     ) -> None:
         super().__init__()
-        if combine not in get_args(Combine):
-            msg = f"combine must be 'mean' or 'max', got {combine!r}."
-            raise ValueError(msg)
-        if distance not in get_args(CellDistance):
-            msg = f"distance must be one of {', '.join(map(repr, get_args(CellDistance)))}, got {distance!r}."
-            raise ValueError(msg)
+        check_choice("combine", combine, Combine)
+        check_choice("distance", distance, CellDistance)
         check_fraction(direction_weight=direction_weight)
         self.distances = tuple(distance.split("+"))
         if direction_weight != 0.5 and (combine != "mean" or len(self.distances) != 2):

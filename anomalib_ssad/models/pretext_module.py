@@ -36,7 +36,7 @@ from torch.nn import functional as F  # noqa: N812
 from anomalib_ssad.components import PretextPreProcessor, cell_labels
 from anomalib_ssad.components.pretext_network import PretextNetwork
 from anomalib_ssad.components.synthetic import SyntheticAnomalyGenerator
-from anomalib_ssad.validation import check_non_negative, check_positive
+from anomalib_ssad.validation import check_choice, check_non_negative, check_positive
 
 from .base import PluginAnomalyModule
 
@@ -114,9 +114,7 @@ class PretextAnomalyModule(PluginAnomalyModule):
         if warmup_epochs < 0 or finetune_epochs < 0 or warmup_epochs + finetune_epochs == 0:
             msg = f"Need warmup_epochs, finetune_epochs >= 0 and >= 1 epoch; got {warmup_epochs}, {finetune_epochs}."
             raise ValueError(msg)
-        if optimizer not in {"sgd", "adam"}:
-            msg = f"optimizer must be 'sgd' or 'adam', got {optimizer!r}."
-            raise ValueError(msg)
+        check_choice("optimizer", optimizer, Optimizer)
         check_positive(
             warmup_lr=warmup_lr,
             finetune_lr=finetune_lr,

@@ -14,6 +14,8 @@ Example:
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
+from anomalib_ssad.validation import check_choice
+
 Fill = Literal["cut_paste", "mean_colour", "random_colour"]
 BigDefect = Literal["polygon", "square_cutpaste", "cutpaste"]
 SmallDefect = Literal["scar", "perlin", "cutpaste_scar"]
@@ -90,12 +92,8 @@ class AnomalySpec:
             value = getattr(self, spec_field.name)
             if isinstance(value, list):
                 object.__setattr__(self, spec_field.name, tuple(value))
-        if self.big_defect not in {"polygon", "square_cutpaste", "cutpaste"}:
-            msg = f"Unknown big_defect {self.big_defect!r}; expected 'polygon', 'square_cutpaste' or 'cutpaste'."
-            raise ValueError(msg)
-        if self.small_defect not in {"scar", "perlin", "cutpaste_scar"}:
-            msg = f"Unknown small_defect {self.small_defect!r}; expected 'scar', 'perlin' or 'cutpaste_scar'."
-            raise ValueError(msg)
+        check_choice("big_defect", self.big_defect, BigDefect)
+        check_choice("small_defect", self.small_defect, SmallDefect)
         if not self.classes or not set(self.classes) <= {0, 1, 2}:
             msg = f"classes must be a non-empty subset of (0, 1, 2); got {self.classes!r}."
             raise ValueError(msg)

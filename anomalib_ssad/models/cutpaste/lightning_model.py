@@ -35,7 +35,7 @@ from anomalib_ssad.components.synthetic import CUTPASTE_CLASSES, SyntheticAnomal
 from anomalib_ssad.components.synthetic.presets import CutPasteVariant
 from anomalib_ssad.models.base import seeded
 from anomalib_ssad.models.pretext_module import Optimizer, PretextAnomalyModule
-from anomalib_ssad.validation import check_interval, check_non_negative, check_positive
+from anomalib_ssad.validation import check_choice, check_interval, check_non_negative, check_positive
 
 from .torch_model import build_cutpaste_network
 
@@ -131,9 +131,7 @@ class CutPaste(PretextAnomalyModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
-        if variant not in CUTPASTE_CLASSES:
-            msg = f"variant must be one of {sorted(CUTPASTE_CLASSES)}, got {variant!r}."
-            raise ValueError(msg)
+        check_choice("variant", variant, sorted(CUTPASTE_CLASSES))
         check_positive(crops_per_image=crops_per_image)
         check_non_negative(max_angle=max_angle, **{f"patch_jitter[{index}]": v for index, v in enumerate(patch_jitter)})
         check_interval("area_ratio", area_ratio, high=1.0)

@@ -35,7 +35,7 @@ from torch import nn
 
 from anomalib_ssad.components.backbone import build_backbone
 from anomalib_ssad.components.patch_grid import assemble_anomaly_map, crop_patches, gaussian_blur, patch_grid_size
-from anomalib_ssad.validation import check_non_negative, check_positive
+from anomalib_ssad.validation import check_choice, check_non_negative, check_positive
 
 PatchScore = Literal["latent", "reconstruction"]
 
@@ -106,9 +106,7 @@ class PatchGanomalyModel(nn.Module):
         if patch_size < 32 or patch_size & (patch_size - 1):
             msg = f"patch_size must be a power of two >= 32 (GANomaly's encoders end at 1 x 1), got {patch_size!r}."
             raise ValueError(msg)
-        if score not in {"latent", "reconstruction"}:
-            msg = f"score must be 'latent' or 'reconstruction', got {score!r}."
-            raise ValueError(msg)
+        check_choice("score", score, PatchScore)
         self.ganomaly = GanomalyModel(
             input_size=(patch_size, patch_size),
             num_input_channels=3,

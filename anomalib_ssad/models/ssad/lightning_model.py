@@ -28,6 +28,7 @@ from anomalib.visualization import Visualizer
 from torch import nn
 
 from anomalib_ssad.components.memory_bank import Sampler, Search
+from anomalib_ssad.components.object_mask import MaskMode
 from anomalib_ssad.components.scorers import BankSource, CellDistance
 from anomalib_ssad.components.synthetic import SyntheticAnomalyGenerator
 from anomalib_ssad.models.base import seeded
@@ -157,7 +158,7 @@ class SSAD(PretextAnomalyModule):
         max_angle: float = 45.0,
         color_jitter: tuple[float, float, float, float] = (0.1, 0.1, 0.1, 0.05),
         min_foreground: float = 0.5,
-        object_mask_mode: Literal["auto", "texture", "fixed", "per_image"] = "auto",
+        object_mask_mode: MaskMode = "auto",
         foreign_images: str | list[str] | None = None,
         seed: int = 0,
         pre_processor: nn.Module | bool = True,

@@ -35,7 +35,7 @@ from anomalib_ssad.components.pretext_network import (
     ScoredFeatures,
 )
 from anomalib_ssad.components.scorers import BankSource, CellDistance, CellScorer, KnnScorer, ScorerBag
-from anomalib_ssad.validation import check_positive
+from anomalib_ssad.validation import check_choice, check_positive
 
 __all__ = ["Fusion", "Localization", "PatchEmbedding", "ScoredFeatures", "build_ssad_network"]
 
@@ -106,12 +106,8 @@ def build_ssad_network(
         knn_chunk_size=knn_chunk_size,
         memory_bank_draws=memory_bank_draws,
     )
-    if memory_bank_sampler not in {"coreset", "random"}:
-        msg = f"memory_bank_sampler must be 'coreset' or 'random', got {memory_bank_sampler!r}."
-        raise ValueError(msg)
-    if dense_features not in {"backbone+head", "head", "backbone"}:
-        msg = f"dense_features must be 'backbone+head', 'head' or 'backbone', got {dense_features!r}."
-        raise ValueError(msg)
+    check_choice("memory_bank_sampler", memory_bank_sampler, Sampler)
+    check_choice("dense_features", dense_features, ScoredFeatures)
 
     if direction_weight != 0.5 and localization != "dense":
         msg = f"direction_weight weighs the distances of dense cells; localization={localization!r} has none."
