@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fitting import fit
+from fitting import fit, refit_scorer
 from lightning.pytorch import seed_everything
 from tables import read_rows, write_table
 
@@ -53,7 +53,7 @@ def run(dataset: str, training: str, seed: int, output: Path) -> None:
         if scored_features in done:
             continue
         model.model.scored_features = scored_features
-        model.fit_normal_model(datamodule.train_dataloader())
+        refit_scorer(model, engine, datamodule)
         metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
         row = {
             "dataset": dataset,

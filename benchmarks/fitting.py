@@ -36,3 +36,14 @@ def fit(
     start = time.perf_counter()
     engine.fit(model=model, datamodule=datamodule)
     return model, engine, datamodule, time.perf_counter() - start
+
+
+def refit_scorer(model: Any, engine: Engine, datamodule: MVTecAD) -> None:
+    """Refit the model's scorer on the clean training images, then the post-processor on the new scores.
+
+    The post-processor normalises scores by the minimum, maximum and threshold of the validation scores and
+    clips to [0, 1]: scores of another scorer or feature, on another scale, would be clipped by the old statistics
+    (ties that distort AUROC) unless validation runs again, as fitting does after its last epoch.
+    """
+    model.fit_normal_model(datamodule.train_dataloader())
+    engine.validate(model=model, datamodule=datamodule, verbose=False)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
-from fitting import fit
+from fitting import fit, refit_scorer
 from lightning.pytorch import seed_everything
 from tables import read_rows, write_table
 
@@ -194,10 +194,8 @@ def rescore(model: SSAD, engine: Engine, datamodule: MVTecAD, scoring: dict) -> 
     # The bank's random draws (row subset, holdout, coreset candidates) follow the model's seed.
     trained_seed = model.seed
     model.seed = trained_seed if scoring["bank_seed"] is None else scoring["bank_seed"]
-    model.fit_normal_model(datamodule.train_dataloader())
+    refit_scorer(model, engine, datamodule)
     model.seed = trained_seed
-    # Refit the post-processor's normalisation on the new scores, as fitting does.
-    engine.validate(model=model, datamodule=datamodule, verbose=False)
 
 
 def _image_centred(network: torch.nn.Module) -> tuple[int, ...]:

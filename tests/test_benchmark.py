@@ -425,3 +425,25 @@ def test_ablation_scripts_fit_a_plugin_model_as_the_runner_does(tmp_path, demo_r
         type(metric) for metric in shared_evaluator().test_metrics
     ]
     assert datamodule.category == "bottle" and seconds > 0
+
+
+def test_refit_scorer_refits_the_post_processors_normalisation(tmp_path, demo_root):
+    """benchmarks/fitting.py: scores on another scale get their own min / max, not the old ones (clipped)."""
+    from anomalib_ssad import CutPaste
+
+    fitting = _benchmark_script("fitting")
+    tiny = {"warmup_epochs": 1, "finetune_epochs": 0, "samples_per_epoch": 8, "batch_size": 8, "seed": 3}
+    model, engine, datamodule, _ = fitting.fit(CutPaste, tiny, (demo_root, "bottle"), (64, 64), tmp_path / "jobs")
+    head_max = float(model.post_processor.image_max)
+    model.model.scored_features = "backbone"
+    fitting.refit_scorer(model, engine, datamodule)
+    model.eval()
+    with torch.no_grad():
+        scores = torch.cat(
+            [
+                model.model(model.pre_processor.transform(batch.image)).pred_score
+                for batch in datamodule.val_dataloader()
+            ]
+        )
+    assert float(model.post_processor.image_max) == pytest.approx(float(scores.max()), rel=1e-5)
+    assert float(model.post_processor.image_max) != pytest.approx(head_max, rel=1e-2)
