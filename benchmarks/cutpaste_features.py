@@ -1,10 +1,11 @@
-"""CutPaste ablation (issue #8): its training schedule and what its Gaussian models, on every dataset.
+"""CutPaste ablation (issue #8): its training schedule, what its windows' scorer sees and which scorer, per dataset.
 
-CutPaste is fitted once per dataset, seed and schedule; its Gaussian is then refitted on each choice of
-``scored_features`` (the pooled backbone stages the projection head takes, the head's embedding, or both) and
-tested again, so the rows of one training differ only in what the Gaussian models. What is scored does not
-change the training (the pretext classifier always reads the head's embedding). Every row uses the runner's
-Evaluator and 256 px; the ``mean`` rows average the seeds run.
+CutPaste is fitted once per dataset, seed and schedule; its scorer is then refitted for each scoring (a choice of
+``scored_features``: the pooled backbone stages the projection head takes, the head's embedding, or both; and of
+``scorer``: the paper's Gaussian or the k-NN of SSAD's cells), the post-processor refitted on the new scores, and
+tested again, so the rows of one training differ only in how windows are scored. The scoring does not change the
+training (the pretext classifier always reads the head's embedding). Every row uses the runner's Evaluator and
+256 px; the ``mean`` rows average the seeds run.
 
 Usage (from the project root; results are appended as they come and the table is rewritten)::
 
@@ -22,6 +23,7 @@ from lightning.pytorch import seed_everything
 from tables import read_rows, write_table
 
 from anomalib_ssad import CutPaste
+from anomalib_ssad.models.cutpaste.torch_model import build_cutpaste_scorer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATASETS = {
@@ -29,7 +31,13 @@ DATASETS = {
     "kolektorsdd": (DATA / "kolektorsdd", "kolektorsdd"),
     "magnetic_tile": (DATA / "magnetic_tile", "magnetic_tile"),
 }
-SCORED_FEATURES = ("head", "backbone", "backbone+head")
+# (scored_features, scorer); the first is the default.
+SCORINGS = (
+    ("head", "gaussian"),
+    ("backbone", "gaussian"),
+    ("backbone+head", "gaussian"),
+    ("backbone+head", "knn"),
+)
 # (schedule name, CutPaste arguments); the first is the default.
 TRAININGS = {
     "2 head-only epochs (backbone frozen)": {},
@@ -37,22 +45,27 @@ TRAININGS = {
     "2 + 8 epochs, fine-tuning lr 0.003": {"finetune_epochs": 8, "finetune_lr": 0.003},
 }
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO")
-COLUMNS = ("dataset", "training", "seed", "scored_features", *METRICS, "fit_seconds")
+COLUMNS = ("dataset", "training", "seed", "scored_features", "scorer", *METRICS, "fit_seconds")
 
 
 def run(dataset: str, training: str, seed: int, output: Path) -> None:
-    """Fit CutPaste once with a schedule, then test it with the Gaussian refitted on each ``scored_features``."""
+    """Fit CutPaste once with a schedule, then test it with each scoring (scorer and post-processor refitted)."""
     key = (dataset, training, str(seed))
-    done = {row["scored_features"] for row in _rows(output) if (row["dataset"], row["training"], row["seed"]) == key}
-    if done >= set(SCORED_FEATURES):
+    done = {
+        (row["scored_features"], row["scorer"])
+        for row in _rows(output)
+        if (row["dataset"], row["training"], row["seed"]) == key
+    }
+    if done >= set(SCORINGS):
         return
     seed_everything(seed)
     init_args = {**TRAININGS[training], "seed": seed}
     model, engine, datamodule, fit_seconds = fit(CutPaste, init_args, DATASETS[dataset], (256, 256), output / "jobs")
-    for scored_features in SCORED_FEATURES:
-        if scored_features in done:
+    for scored_features, scorer in SCORINGS:
+        if (scored_features, scorer) in done:
             continue
         model.model.scored_features = scored_features
+        model.model.scorer = build_cutpaste_scorer(scorer, model.model)
         refit_scorer(model, engine, datamodule)
         metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
         row = {
@@ -60,6 +73,7 @@ def run(dataset: str, training: str, seed: int, output: Path) -> None:
             "training": training,
             "seed": seed,
             "scored_features": scored_features,
+            "scorer": scorer,
             **{name: round(float(metrics[name]), 3) for name in METRICS},
             "fit_seconds": round(fit_seconds),
         }
@@ -72,19 +86,25 @@ def _rows(output: Path) -> list[dict[str, str]]:
 
 
 def _write(output: Path, rows: list[dict]) -> None:
-    """Per-seed rows, then one ``mean`` row per dataset, schedule and choice with more than one seed."""
+    """Per-seed rows, then one ``mean`` row per dataset, schedule and scoring with more than one seed."""
     means = []
     for dataset in DATASETS:
         for training in TRAININGS:
-            for scored_features in SCORED_FEATURES:
-                key = (dataset, training, scored_features)
-                group = [row for row in rows if (row["dataset"], row["training"], row["scored_features"]) == key]
+            for scored_features, scorer in SCORINGS:
+                key = (dataset, training, scored_features, scorer)
+                group = [
+                    row
+                    for row in rows
+                    if (row["dataset"], row["training"], row["scored_features"], row["scorer"]) == key
+                ]
                 if len(group) > 1:
                     mean = {name: round(sum(float(row[name]) for row in group) / len(group), 3) for name in METRICS}
                     fit_seconds = round(sum(float(row["fit_seconds"]) for row in group) / len(group))
                     seeds = "mean of " + "/".join(str(row["seed"]) for row in group)
-                    means.append({**dict(zip(COLUMNS[:4], (*key[:2], seeds, key[2]), strict=True)), **mean})
-                    means[-1]["fit_seconds"] = fit_seconds
+                    means.append(
+                        {"dataset": dataset, "training": training, "seed": seeds, "scored_features": scored_features}
+                        | {"scorer": scorer, **mean, "fit_seconds": fit_seconds}
+                    )
     command = "Command: `python benchmarks/cutpaste_features.py` (efficientnet_lite0 ImageNet, 256 px, 2-core CPU)"
     write_table(output / "results.csv", COLUMNS, [*rows, *means], command)
 

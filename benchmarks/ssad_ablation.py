@@ -170,7 +170,7 @@ def rescore(model: SSAD, engine: Engine, datamodule: MVTecAD, scoring: dict) -> 
     scoring = {**DEFAULT_SCORING, **scoring}
     model.model.scored_features = scoring["dense_features"]
     model.model.__dict__.pop("dense_embeddings", None)
-    part_sizes = model.model.dense_part_sizes
+    part_sizes = model.model.scored_part_sizes
     if scoring["image_centred"]:
         part_sizes = _image_centred(model.model)
 
@@ -210,14 +210,14 @@ def _image_centred(network: torch.nn.Module) -> tuple[int, ...]:
         return [torch.cat([features, features - features.mean(dim=(1, 2), keepdim=True)], dim=-1)]
 
     network.dense_embeddings = dense_embeddings
-    return (*network.dense_part_sizes, *network.dense_part_sizes)
+    return (*network.scored_part_sizes, *network.scored_part_sizes)
 
 
 class _Uncentred(CentredParts):
     """Part-wise unit normalisation about the origin (the mean stays zero): the scoring before centring."""
 
     def __init__(self, model: SSAD) -> None:
-        super().__init__(model.model.dense_part_sizes)
+        super().__init__(model.model.scored_part_sizes)
 
     def fit(self, embeddings: torch.Tensor) -> None:
         del embeddings

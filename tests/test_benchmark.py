@@ -393,18 +393,21 @@ def test_cutpaste_features_table_appends_seed_means_and_reads_back_only_seed_row
     script = _benchmark_script("cutpaste_features")
     training = next(iter(script.TRAININGS))
     rows = [
-        {"dataset": "kolektorsdd", "training": training, "seed": seed, "scored_features": "head", "fit_seconds": 10}
+        {"dataset": "kolektorsdd", "training": training, "seed": seed, "scored_features": "head", "scorer": "gaussian"}
+        | {"fit_seconds": 10}
         | dict(zip(script.METRICS, values, strict=True))
         for seed, values in ((0, (0.5, 0.7, 0.2)), (1, (0.7, 0.8, 0.4)))
     ]
-    rows.append({**rows[0], "scored_features": "backbone"})  # one seed only: no mean row
+    rows.append({**rows[0], "scorer": "knn"})  # one seed only: no mean row
     script._write(tmp_path, rows)
     means = [row for row in script.read_rows(tmp_path / "results.csv") if row["seed"].startswith("mean")]
-    assert [(row["seed"], row["scored_features"]) for row in means] == [("mean of 0/1", "head")]
+    assert [(row["seed"], row["scored_features"], row["scorer"]) for row in means] == [
+        ("mean of 0/1", "head", "gaussian")
+    ]
     assert [float(means[0][name]) for name in script.METRICS] == [0.6, 0.75, 0.3]
     assert len(script._rows(tmp_path)) == 3
     assert (
-        "| kolektorsdd | " + training + " | mean of 0/1 | head | 0.6 | 0.75 | 0.3 | 10 |"
+        "| kolektorsdd | " + training + " | mean of 0/1 | head | gaussian | 0.6 | 0.75 | 0.3 | 10 |"
         in (tmp_path / "results.md").read_text()
     )
 

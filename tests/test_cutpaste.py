@@ -220,9 +220,10 @@ def test_grad_cam_is_batched_and_equals_autograd(scored_features: str) -> None:
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-4)
 
 
-def test_patch_map_lights_up_a_painted_defect(bottle_images: torch.Tensor) -> None:
+@pytest.mark.parametrize(("scorer", "scored_features"), [("gaussian", "head"), ("knn", "backbone+head")])
+def test_patch_map_lights_up_a_painted_defect(bottle_images: torch.Tensor, scorer: str, scored_features: str) -> None:
     model = build_cutpaste_network(
-        localization="patch", patch_size=32, patch_stride=8
+        localization="patch", patch_size=32, patch_stride=8, scorer=scorer, scored_features=scored_features
     )  # 64 px / 256 px, scaled to 128 px
     fitted(model, (bottle_images[:20] - MEAN) / STD)
     test = bottle_images[20:22].clone()
@@ -235,6 +236,16 @@ def test_patch_map_lights_up_a_painted_defect(bottle_images: torch.Tensor) -> No
         peak = divmod(int(anomaly_map.argmax()), anomaly_map.shape[1])
         assert 32 <= peak[0] < 64 and 62 <= peak[1] < 94, peak
     assert (output.pred_score > clean.pred_score).all()
+
+
+def test_knn_scorer_compares_the_backbone_and_head_parts_apart() -> None:
+    model = build_cutpaste_network(backbone="resnet18", pretrained=False, scorer="knn", scored_features="backbone+head")
+    assert model.scored_part_sizes == (sum(model.backbone.out_channels), 128) == (128 + 256 + 512, 128)
+    assert model.scorer.centred_parts.part_sizes == model.scored_part_sizes
+    with pytest.raises(ValueError, match="scorer='knn' scores windows: it needs localization='patch', got 'image'"):
+        build_cutpaste_network(backbone="resnet18", pretrained=False, scorer="knn", localization="image")
+    with pytest.raises(ValueError, match="scorer must be one of 'gaussian', 'knn', got 'gmm'"):
+        build_cutpaste_network(backbone="resnet18", pretrained=False, scorer="gmm")
 
 
 def test_eval_forward_exports_with_dynamic_batch() -> None:

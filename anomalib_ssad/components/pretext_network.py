@@ -217,13 +217,17 @@ class PretextNetwork(nn.Module):
         return self._scored([self.cell_features(images)])
 
     @property
-    def dense_part_sizes(self) -> tuple[int, ...]:
-        """Sizes of the parts of a ``"dense"`` cell's scored embedding (backbone feature, head embedding)."""
-        feature_size = sum(self.backbone.out_channels[index] for index in DENSE_STAGES)
-        head_size = self.heads[0].out_features
-        return {"backbone": (feature_size,), "head": (head_size,), "backbone+head": (feature_size, head_size)}[
-            self.scored_features
-        ]
+    def scored_part_sizes(self) -> tuple[int, ...]:
+        """Sizes of the parts of the last head's scored embedding (backbone feature, head embedding).
+
+        A scorer that compares the parts apart (:class:`~anomalib_ssad.components.scorers.CellScorer`) reads them.
+        """
+        head = self.heads[-1]
+        return {
+            "backbone": (head.in_features,),
+            "head": (head.out_features,),
+            "backbone+head": (head.in_features, head.out_features),
+        }[self.scored_features]
 
     def patch_embeddings(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Scored embeddings of every ``patch_size`` window, one ``[B, Gh, Gw, D]`` tensor per head."""

@@ -34,6 +34,7 @@ class ProjectionHead(nn.Module):
         if not hidden_dims:
             msg = "hidden_dims must name at least one block size."
             raise ValueError(msg)
+        self.in_features = in_features
         layers: list[nn.Module] = []
         for out_features in hidden_dims:
             layers += [nn.Linear(in_features, out_features), nn.BatchNorm1d(out_features), nn.ReLU(inplace=False)]

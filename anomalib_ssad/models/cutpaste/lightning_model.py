@@ -37,7 +37,7 @@ from anomalib_ssad.models.base import seeded
 from anomalib_ssad.models.pretext_module import Optimizer, PretextAnomalyModule
 from anomalib_ssad.validation import check_choice, check_interval, check_non_negative, check_positive
 
-from .torch_model import build_cutpaste_network
+from .torch_model import CutPasteScorer, build_cutpaste_network
 
 
 class CutPaste(PretextAnomalyModule):
@@ -62,9 +62,12 @@ class CutPaste(PretextAnomalyModule):
             window's score does not depend on where it lies) or ``"dense"`` (windows pooled from one backbone pass:
             faster, but border windows pool zero-padded activations that one Gaussian calls anomalous).
         sigma: Gaussian smoothing of the patch-level map in pixels.
-        scored_features: What the Gaussian models: ``"head"`` (the default: the projection head's embedding),
-            ``"backbone"`` (the pooled backbone stages the head takes, as the reference implementation) or both
-            side by side (``"backbone+head"``).
+        scored_features: What the scorer sees of a window or image: ``"head"`` (the default: the projection
+            head's embedding), ``"backbone"`` (the pooled backbone stages the head takes, as the reference
+            implementation's density estimator) or both side by side (``"backbone+head"``).
+        scorer: ``"gaussian"`` (the default, the paper's: Mahalanobis distance to a Gaussian of normal
+            embeddings) or ``"knn"`` (distance to the nearest normal windows, the parts of ``"backbone+head"``
+            compared apart, as SSAD's cells; ``localization="patch"`` only).
         warmup_epochs: Stage 1 epochs (backbone frozen, only head and classifier train).
         finetune_epochs: Stage 2 epochs (whole network trains; 0, the default, keeps the pretrained backbone
             frozen throughout).
@@ -109,6 +112,7 @@ class CutPaste(PretextAnomalyModule):
         patch_embedding: PatchEmbedding = "crops",
         sigma: float = 4.0,
         scored_features: ScoredFeatures = "head",
+        scorer: CutPasteScorer = "gaussian",
         warmup_epochs: int = 2,
         finetune_epochs: int = 0,
         warmup_lr: float = 0.03,
@@ -171,6 +175,7 @@ class CutPaste(PretextAnomalyModule):
                 patch_embedding=patch_embedding,
                 sigma=sigma,
                 scored_features=scored_features,
+                scorer=scorer,
             )
         self.generator = SyntheticAnomalyGenerator.cutpaste(
             variant,

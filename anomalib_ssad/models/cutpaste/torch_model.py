@@ -24,9 +24,14 @@ Example:
 """
 
 from collections.abc import Sequence
+from functools import partial
+from typing import Literal
 
 from anomalib_ssad.components.pretext_network import Localization, PatchEmbedding, PretextNetwork, ScoredFeatures
-from anomalib_ssad.components.scorers import GaussianScorer
+from anomalib_ssad.components.scorers import CellScorer, GaussianScorer, Scorer
+from anomalib_ssad.validation import check_choice
+
+CutPasteScorer = Literal["gaussian", "knn"]
 
 
 def build_cutpaste_network(
@@ -42,6 +47,7 @@ def build_cutpaste_network(
     patch_batch_size: int = 256,
     sigma: float = 4.0,
     scored_features: ScoredFeatures = "head",
+    scorer: CutPasteScorer = "gaussian",
 ) -> PretextNetwork:
     """CutPaste's network: backbone, MLP projection head, linear classifier, given a Gaussian scorer.
 
@@ -60,10 +66,22 @@ def build_cutpaste_network(
         sigma: Gaussian smoothing of the patch-level map, in pixels (0 disables).
         scored_features: What the Gaussian models: ``"head"`` (the head's embedding), ``"backbone"`` (the
             pooled stages the head takes) or ``"backbone+head"``.
+        scorer: ``"gaussian"`` (the paper's: Mahalanobis distance to one Gaussian of normal embeddings) or
+            ``"knn"`` (distance to the nearest normal windows, each part of ``"backbone+head"`` compared apart:
+            SSAD's :class:`~anomalib_ssad.components.scorers.CellScorer`; ``localization="patch"`` only).
 
     Returns:
         The network; its ``scorer`` is fitted by ``scorer.fit(network.normal_embeddings(images))``.
+
+    Raises:
+        ValueError: For an unknown scorer, or ``"knn"`` with image-level localization (Grad-CAM needs the
+            Gaussian's gradient).
     """
+    check_choice("scorer", scorer, CutPasteScorer)
+    if scorer == "knn" and localization != "patch":
+        msg = f"scorer='knn' scores windows: it needs localization='patch', got {localization!r}."
+        raise ValueError(msg)
+
     return PretextNetwork(
         backbone=backbone,
         pretrained=pretrained,
@@ -78,5 +96,16 @@ def build_cutpaste_network(
         patch_batch_size=patch_batch_size,
         sigma=sigma,
         scored_features=scored_features,
-        scorer=lambda network: GaussianScorer(),
+        scorer=partial(build_cutpaste_scorer, scorer),
     )
+
+
+def build_cutpaste_scorer(scorer: CutPasteScorer, network: PretextNetwork) -> Scorer:
+    """CutPaste's unfitted scorer of what ``network`` scores (its ``scored_features``).
+
+    Args:
+        scorer: ``"gaussian"`` (:class:`~anomalib_ssad.components.scorers.GaussianScorer`) or ``"knn"``
+            (:class:`~anomalib_ssad.components.scorers.CellScorer` on the network's scored parts).
+        network: The network it scores for.
+    """
+    return CellScorer(network.scored_part_sizes) if scorer == "knn" else GaussianScorer()

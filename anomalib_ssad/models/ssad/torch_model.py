@@ -118,7 +118,7 @@ def build_ssad_network(
 
             def cell_scorer() -> CellScorer:
                 return CellScorer(
-                    network.dense_part_sizes,
+                    network.scored_part_sizes,
                     memory_bank_size,
                     cell_distance,
                     num_neighbors,
