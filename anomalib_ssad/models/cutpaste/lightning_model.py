@@ -7,8 +7,9 @@ The network learns to tell normal images from CutPaste (a rectangle cut from the
 and/or CutPaste-Scar (a thin rotated one) samples, drawn on the fly by
 :meth:`~anomalib_ssad.components.SyntheticAnomalyGenerator.cutpaste`. After training, a Gaussian is fitted on
 eval-mode embeddings of the clean training images (Ledoit-Wolf covariance) and a test image, or each of its
-windows, is scored by its Mahalanobis distance. The embedding is the projection head's (``scored_features``: or
-the backbone's pooled stages, as the reference implementation's density estimator, or both). By default the
+windows, is scored by its Mahalanobis distance (``scorer="knn"``: windows by their distance to the nearest normal
+ones). The embedding is the projection head's (``scored_features``: or the backbone's pooled stages, as the
+reference implementation's density estimator, or both). By default the
 pretrained backbone stays frozen and only the head and classifier learn the pretext task: fine-tuning the
 backbone at the paper's learning rate wrecked its ImageNet features on some data (see the README's ablation).
 

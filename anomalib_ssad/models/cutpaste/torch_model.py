@@ -6,10 +6,12 @@
 :func:`build_cutpaste_network` builds a :class:`~anomalib_ssad.components.PretextNetwork` whose pooled backbone
 stages are concatenated and embedded by one projection head for the pretext classifier. The head's embedding
 (by default), the pooled stages (as the reference implementation's density estimator) or both are scored by the
-Mahalanobis distance to a Gaussian of normal ones (:class:`~anomalib_ssad.components.scorers.GaussianScorer`).
-In training mode the network returns embeddings and pretext logits (binary or 3-way); in eval mode an
-``InferenceBatch`` with the score and an anomaly map from closed-form Grad-CAM (``localization="image"``) or
-from scoring every ``patch_size`` window with the same Gaussian (``localization="patch"``).
+Mahalanobis distance to a Gaussian of normal ones (:class:`~anomalib_ssad.components.scorers.GaussianScorer`;
+or, ``scorer="knn"``, by their distance to the nearest normal windows: SSAD's
+:class:`~anomalib_ssad.components.scorers.CellScorer`). In training mode the network returns embeddings and
+pretext logits (binary or 3-way); in eval mode an ``InferenceBatch`` with the score and an anomaly map from
+closed-form Grad-CAM (``localization="image"``) or from scoring every ``patch_size`` window with the same scorer
+(``localization="patch"``).
 
 Example:
     >>> import torch
