@@ -51,7 +51,7 @@ def build_cutpaste_network(
     scored_features: ScoredFeatures = "head",
     scorer: CutPasteScorer = "gaussian",
 ) -> PretextNetwork:
-    """CutPaste's network: backbone, MLP projection head, linear classifier, given a Gaussian scorer.
+    """CutPaste's network: backbone, MLP projection head, linear classifier, given its scorer.
 
     Args:
         backbone: Backbone name (see :data:`anomalib_ssad.components.BACKBONES`).
@@ -66,8 +66,8 @@ def build_cutpaste_network(
             embedded on its own, as the paper does).
         patch_batch_size: Windows per backbone pass in ``"crops"`` mode.
         sigma: Gaussian smoothing of the patch-level map, in pixels (0 disables).
-        scored_features: What the Gaussian models: ``"head"`` (the head's embedding), ``"backbone"`` (the
-            pooled stages the head takes) or ``"backbone+head"``.
+        scored_features: What the scorer sees: ``"head"`` (the head's embedding), ``"backbone"`` (the pooled
+            stages the head takes) or ``"backbone+head"``.
         scorer: ``"gaussian"`` (the paper's: Mahalanobis distance to one Gaussian of normal embeddings) or
             ``"knn"`` (distance to the nearest normal windows, each part of ``"backbone+head"`` compared apart:
             SSAD's :class:`~anomalib_ssad.components.scorers.CellScorer`; ``localization="patch"`` only).
