@@ -4,6 +4,7 @@
 """Tests of CutPaste: augmentations, Gaussian density, localization, export, Engine and CLI runs."""
 
 import math
+from typing import get_args
 
 import cv2
 import numpy as np
@@ -12,7 +13,8 @@ import torch
 from torch.nn import functional as F
 
 from anomalib_ssad.components import GaussianDensity, PretextNetwork, ledoit_wolf
-from anomalib_ssad.components.synthetic import SyntheticAnomalyGenerator
+from anomalib_ssad.components.synthetic import CUTPASTE_CLASSES, SyntheticAnomalyGenerator
+from anomalib_ssad.components.synthetic.presets import CutPasteVariant
 from anomalib_ssad.models.cutpaste.torch_model import build_cutpaste_network
 from tests.conftest import assert_checkpoint_round_trip, fit_and_test_on_demo
 from tests.test_ssad_end_to_end import assert_onnx_export_matches_checkpoint, train_with_cli
@@ -139,6 +141,8 @@ def test_variants_draw_their_classes_and_are_deterministic(variant: str, expecte
             assert int(mask.sum()) == (int(rows.max() - rows.min()) + 1) * (int(cols.max() - cols.min()) + 1)
     with pytest.raises(ValueError, match="variant"):
         SyntheticAnomalyGenerator.cutpaste(variant="four")
+    # Every variant the type names has its classes (one source for the option's values and its check).
+    assert tuple(CUTPASTE_CLASSES) == get_args(CutPasteVariant)
     with pytest.raises(ValueError, match="classes"):
         SyntheticAnomalyGenerator.image_level(classes=(0, 3))
 

@@ -29,7 +29,7 @@ BAD_ARGUMENTS = [
     (CutPaste, {"max_angle": -5.0}, "max_angle must be >= 0, got -5.0"),
     (SSAD, {"fusion": "sum"}, "fusion must be one of 'concat', 'multiply', got 'sum'"),
     (SSAD, {"object_mask_mode": "edges"}, "object_mask_mode must be one of 'auto', 'texture', 'fixed', 'per_image'"),
-    (CutPaste, {"variant": "4way"}, "variant must be one of '3way', 'cutpaste', 'scar', got '4way'"),
+    (CutPaste, {"variant": "4way"}, "variant must be one of 'cutpaste', 'scar', '3way', got '4way'"),
     (CutPaste, {"scored_features": "stages"}, "scored_features must be one of 'backbone+head', 'head', 'backbone'"),
 ]
 

@@ -138,9 +138,7 @@ def cutpaste_spec(variant: CutPasteVariant = "3way") -> AnomalySpec:
     Raises:
         ValueError: For an unknown variant.
     """
-    if variant not in CUTPASTE_CLASSES:
-        msg = f"Unknown CutPaste variant {variant!r}; expected one of {sorted(CUTPASTE_CLASSES)}."
-        raise ValueError(msg)
+    check_choice("variant", variant, CutPasteVariant)
     return AnomalySpec(
         big_defect="cutpaste",
         small_defect="cutpaste_scar",

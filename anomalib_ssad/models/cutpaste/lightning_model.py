@@ -136,7 +136,7 @@ class CutPaste(PretextAnomalyModule):
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
-        check_choice("variant", variant, sorted(CUTPASTE_CLASSES))
+        check_choice("variant", variant, CutPasteVariant)
         check_positive(crops_per_image=crops_per_image)
         check_non_negative(max_angle=max_angle, **{f"patch_jitter[{index}]": v for index, v in enumerate(patch_jitter)})
         check_interval("area_ratio", area_ratio, high=1.0)
