@@ -37,6 +37,7 @@ SCORINGS = (
     ("backbone", "gaussian"),
     ("backbone+head", "gaussian"),
     ("backbone+head", "knn"),
+    ("backbone+head", "knn+gaussian"),
 )
 # (schedule name, CutPaste arguments); the first is the default.
 TRAININGS = {

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from anomalib_ssad.components import GaussianDensity, PretextNetwork, ledoit_wolf
+from anomalib_ssad.components import GaussianDensity, GaussianScorer, PretextNetwork, ledoit_wolf
 from anomalib_ssad.components.synthetic import CUTPASTE_CLASSES, SyntheticAnomalyGenerator
 from anomalib_ssad.components.synthetic.presets import CutPasteVariant
 from anomalib_ssad.models.cutpaste.torch_model import build_cutpaste_network
@@ -224,7 +224,10 @@ def test_grad_cam_is_batched_and_equals_autograd(scored_features: str) -> None:
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize(("scorer", "scored_features"), [("gaussian", "head"), ("knn", "backbone+head")])
+@pytest.mark.parametrize(
+    ("scorer", "scored_features"),
+    [("gaussian", "head"), ("knn", "backbone+head"), ("knn+gaussian", "backbone+head")],
+)
 def test_patch_map_lights_up_a_painted_defect(bottle_images: torch.Tensor, scorer: str, scored_features: str) -> None:
     model = build_cutpaste_network(
         localization="patch", patch_size=32, patch_stride=8, scorer=scorer, scored_features=scored_features
@@ -248,8 +251,28 @@ def test_knn_scorer_compares_the_backbone_and_head_parts_apart() -> None:
     assert model.scorer.centred_parts.part_sizes == model.scored_part_sizes
     with pytest.raises(ValueError, match="scorer='knn' scores windows: it needs localization='patch', got 'image'"):
         build_cutpaste_network(backbone="resnet18", pretrained=False, scorer="knn", localization="image")
-    with pytest.raises(ValueError, match="scorer must be one of 'gaussian', 'knn', got 'gmm'"):
+    with pytest.raises(ValueError, match="scorer must be one of 'gaussian', 'knn', 'knn\\+gaussian', got 'gmm'"):
         build_cutpaste_network(backbone="resnet18", pretrained=False, scorer="gmm")
+
+
+def test_knn_gaussian_scorer_scores_the_backbone_by_knn_and_the_head_by_the_gaussian() -> None:
+    model = build_cutpaste_network(
+        backbone="resnet18", pretrained=False, scorer="knn+gaussian", scored_features="backbone+head"
+    )
+    backbone_scorer, head_scorer = model.scorer.scorers
+    assert model.scorer.part_sizes == model.scored_part_sizes
+    assert backbone_scorer.centred_parts.part_sizes == (128 + 256 + 512,)
+    assert isinstance(head_scorer, GaussianScorer)
+    with pytest.raises(ValueError, match="needs scored_features='backbone\\+head', got 'head'"):
+        build_cutpaste_network(backbone="resnet18", pretrained=False, scorer="knn+gaussian", scored_features="head")
+    with pytest.raises(ValueError, match="scorer='knn\\+gaussian' scores windows: it needs localization='patch'"):
+        build_cutpaste_network(
+            backbone="resnet18",
+            pretrained=False,
+            scorer="knn+gaussian",
+            scored_features="backbone+head",
+            localization="image",
+        )
 
 
 def test_eval_forward_exports_with_dynamic_batch() -> None:

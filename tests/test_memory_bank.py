@@ -4,7 +4,7 @@ from torch.nn import functional as F
 
 from anomalib_ssad.components import MemoryBank, knn_cosine_distance, knn_cosine_distance_gradient
 from anomalib_ssad.components.memory_bank import greedy_coreset, knn_distance
-from anomalib_ssad.components.scorers import CellScorer, KnnScorer, ScorerBag
+from anomalib_ssad.components.scorers import CellScorer, GaussianScorer, KnnScorer, PartScorer, ScorerBag
 
 
 def brute_force(queries, bank, k):
@@ -209,6 +209,40 @@ def test_scorer_bag_fits_members_on_disjoint_shares_and_averages_their_scores():
     assert len(ScorerBag.of(lambda: CellScorer((4,)), 2).members) == 2
     with pytest.raises(ValueError, match="num_members"):
         ScorerBag.of(lambda: CellScorer((4,)), 0)
+
+
+def test_part_scorer_counts_parts_on_different_scales_alike():
+    generator = torch.Generator().manual_seed(0)
+    # Part 1 (3 channels): a k-NN distance; part 2 (2 channels): a Mahalanobis distance, in other units.
+    rows = torch.cat([1000.0 * torch.randn(2000, 3, generator=generator), torch.randn(2000, 2, generator=generator)], 1)
+
+    def build() -> PartScorer:
+        return PartScorer((3, 2), [CellScorer((3,), capacity=500, distance="euclidean"), GaussianScorer()])
+
+    scorer = build()
+    scorer.fit([rows], generator=generator)
+    normal = torch.cat([1000.0 * torch.randn(200, 3, generator=generator), torch.randn(200, 2, generator=generator)], 1)
+    # A deviation of either part alone outranks every normal row.
+    small_defect, large_defect = normal[:1].clone(), normal[:1].clone()
+    small_defect[0, 3:] = 8.0
+    large_defect[0, :3] = 8000.0
+    normal_scores = scorer([normal])
+    assert scorer([small_defect]) > normal_scores.max() and scorer([large_defect]) > normal_scores.max()
+    # The score is the mean of the parts' scores, each in its unit (a normal row's mean score).
+    relative = [
+        member([part]) / unit
+        for member, part, unit in zip(scorer.scorers, normal.split((3, 2), 1), scorer.scale, strict=True)
+    ]
+    torch.testing.assert_close(normal_scores, (relative[0] + relative[1]) / 2)
+    restored = build()
+    restored.load_state_dict(scorer.state_dict())
+    torch.testing.assert_close(restored([normal]), normal_scores)
+    with pytest.raises(ValueError, match="one scorer per part, got 1 scorers for parts \\(3, 2\\)"):
+        PartScorer((3, 2), [GaussianScorer()])
+    with pytest.raises(ValueError, match="dimension 4 differs from the parts' total 5"):
+        scorer([normal[:, :4]])
+    with pytest.raises(ValueError, match="learns in training"):
+        PartScorer((3,), [KnnScorer(1, capacity=8, source="train")])
 
 
 def test_cell_scorer_state_dict_restores_banks_and_scales():

@@ -10,8 +10,9 @@
 - the projection head: :class:`ProjectionHead`;
 - the memory bank and its chunked k-NN search: :class:`MemoryBank`, :func:`knn_cosine_distance`;
 - the Gaussian density (Mahalanobis distance): :class:`GaussianDensity`, :func:`ledoit_wolf`;
-- the scorers a network is given: :class:`KnnScorer`, :class:`GaussianScorer`, :class:`CellScorer`, and
-  :class:`ScorerBag` (the mean of several, each fitted on its own share of the rows);
+- the scorers a network is given: :class:`KnnScorer`, :class:`GaussianScorer`, :class:`CellScorer`,
+  :class:`PartScorer` (one scorer per part of an embedding) and :class:`ScorerBag` (the mean of several, each
+  fitted on its own share of the rows);
 - the network both models share (backbone, fusion, heads, classifier, localization): :class:`PretextNetwork`;
 - localization: :func:`local_cell_features` and :func:`cell_labels` (dense, the default),
   :func:`grad_cam` (image level), :func:`dense_patch_features` / :func:`crop_patches` (windows) and
@@ -37,7 +38,7 @@ from .post_processor import SubgridPostProcessor
 from .pre_processor import PretextPreProcessor
 from .pretext_network import PretextNetwork
 from .projection_head import ProjectionHead
-from .scorers import CellScorer, GaussianScorer, KnnScorer, ScorerBag
+from .scorers import CellScorer, GaussianScorer, KnnScorer, PartScorer, ScorerBag
 from .synthetic import SyntheticAnomalyGenerator
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "KnnScorer",
     "MemoryBank",
     "ObjectMasker",
+    "PartScorer",
     "PretextNetwork",
     "PretextPreProcessor",
     "ProjectionHead",

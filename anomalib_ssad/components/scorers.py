@@ -16,8 +16,8 @@ with the same methods, each taking the network's embeddings as one ``[N, D]`` te
   for the others.
 
 :class:`KnnScorer` (SSAD's memory bank: cosine k-NN), :class:`GaussianScorer` (CutPaste: Mahalanobis distance)
-and :class:`CellScorer` (SSAD's dense cells) are the three; :class:`ScorerBag` averages several of one kind, each
-fitted on its own share of the rows.
+and :class:`CellScorer` (SSAD's dense cells) are the three; :class:`PartScorer` gives each part of an embedding
+its own scorer, and :class:`ScorerBag` averages several of one kind, each fitted on its own share of the rows.
 
 Example:
     >>> import torch
@@ -295,9 +295,7 @@ class CellScorer(DynamicBufferMixin, Scorer):
             # Channels that hardly vary on normal data are not scaled up without bound.
             std = embeddings.std(dim=0)
             self.std = std.clamp_min(1e-2 * std.mean().item() + _EPS).to(self.std.device)
-        order = torch.randperm(embeddings.shape[0], generator=generator).to(embeddings.device)
-        num_held = min(self.holdout, embeddings.shape[0] // 10)
-        held, rest = (embeddings[order[:num_held]], embeddings[order[num_held:]]) if num_held else (None, embeddings)
+        held, rest = _hold_out(embeddings, self.holdout, generator)
         for distance, bank in zip(self.distances, self.banks, strict=True):
             bank.fill(self._space(distance, rest), generator, self.sampler)
         self.scale = torch.ones_like(self.scale)
@@ -311,6 +309,69 @@ class CellScorer(DynamicBufferMixin, Scorer):
         if self.combine == "max":
             return relative.amax(dim=1)
         return relative @ relative.new_tensor(self.weights)
+
+
+class PartScorer(Scorer):
+    """Scores each consecutive part of an embedding with its own scorer: the mean of their relative scores.
+
+    Each part's score is divided by the mean score of held-out normal rows, so parts scored on different scales
+    (a Mahalanobis distance, a k-NN distance) count alike and a typical normal row scores about 1. CutPaste's
+    ``scorer="knn+gaussian"`` is one: the pooled backbone stages by their distance to the nearest normal windows
+    (their local detail), the head's embedding by the Gaussian (what the pretext task learnt).
+
+    Args:
+        part_sizes: Sizes of the consecutive parts of an embedding.
+        scorers: One unfitted scorer per part, in the same order.
+        holdout: Largest number of normal rows held out of fitting to measure a normal row's score.
+
+    Example:
+        >>> import torch
+        >>> scorer = PartScorer((4, 2), [CellScorer((4,), capacity=32), GaussianScorer()])
+        >>> scorer.fit([torch.rand(200, 6) + 1.0])
+        >>> scorer([torch.rand(3, 6) + 1.0]).shape
+        torch.Size([3])
+    """
+
+    scale: torch.Tensor
+
+    def __init__(self, part_sizes: Sequence[int], scorers: Sequence[Scorer], holdout: int = 20000) -> None:
+        super().__init__()
+        if len(part_sizes) != len(scorers) or not scorers:
+            msg = f"PartScorer needs one scorer per part, got {len(scorers)} scorers for parts {tuple(part_sizes)}."
+            raise ValueError(msg)
+        if any(scorer.learns_in_training for scorer in scorers):
+            msg = "PartScorer fits its scorers on clean rows; a scorer that learns in training cannot be one."
+            raise ValueError(msg)
+        self.part_sizes = tuple(part_sizes)
+        self.scorers = nn.ModuleList(scorers)
+        self.holdout = holdout
+        self.register_buffer("scale", torch.ones(len(scorers)))
+
+    def _parts(self, embeddings: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        rows = _single(embeddings)
+        if rows.shape[-1] != sum(self.part_sizes):
+            msg = f"Embedding dimension {rows.shape[-1]} differs from the parts' total {sum(self.part_sizes)}."
+            raise ValueError(msg)
+        return rows.split(self.part_sizes, dim=-1)
+
+    def fit(self, embeddings: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> None:
+        """Fit every part's scorer on its part of normal rows ``[N, D]``, a tenth (at most ``holdout``) held out.
+
+        The held-out rows' mean score is each part's unit (none held out if ``N < 10``: the unit stays 1).
+        """
+        held, rest = _hold_out(_single(embeddings).detach().float(), self.holdout, generator)
+        for scorer, part in zip(self.scorers, self._parts([rest]), strict=True):
+            scorer.fit([part], generator)
+        self.scale = torch.ones_like(self.scale)
+        if held is not None:
+            scores = [scorer([part]).mean() for scorer, part in zip(self.scorers, self._parts([held]), strict=True)]
+            self.scale = torch.stack(scores).clamp_min(_EPS).to(self.scale.device)
+
+    def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Mean over the parts of score / normal score, ``[N]``."""
+        parts = self._parts(embeddings)
+        scores = torch.stack([scorer([part]) for scorer, part in zip(self.scorers, parts, strict=True)], dim=1)
+        return (scores / self.scale).mean(dim=1)
 
 
 class ScorerBag(Scorer):
@@ -386,3 +447,12 @@ def _single(embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
         msg = f"This scorer takes one head's embeddings, got {len(embeddings)} (use fusion='concat')."
         raise ValueError(msg)
     return embeddings[0]
+
+
+def _hold_out(
+    rows: torch.Tensor, holdout: int, generator: torch.Generator | None
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """A random tenth of ``rows [N, D]`` (at most ``holdout``; ``None`` if that is none) and the other rows."""
+    order = torch.randperm(rows.shape[0], generator=generator).to(rows.device)
+    num_held = min(holdout, rows.shape[0] // 10)
+    return (rows[order[:num_held]], rows[order[num_held:]]) if num_held else (None, rows)

@@ -8,10 +8,11 @@ and/or CutPaste-Scar (a thin rotated one) samples, drawn on the fly by
 :meth:`~anomalib_ssad.components.SyntheticAnomalyGenerator.cutpaste`. After training, a Gaussian is fitted on
 eval-mode embeddings of the clean training images (Ledoit-Wolf covariance) and a test image, or each of its
 windows, is scored by its Mahalanobis distance (``scorer="knn"``: windows by their distance to the nearest normal
-ones). The embedding is the projection head's (``scored_features``: or the backbone's pooled stages, as the
-reference implementation's density estimator, or both). By default the
-pretrained backbone stays frozen and only the head and classifier learn the pretext task: fine-tuning the
-backbone at the paper's learning rate wrecked its ImageNet features on some data (see the README's ablation).
+ones; ``"knn+gaussian"``: the backbone part by the k-NN, the head part by the Gaussian). The embedding is the
+projection head's (``scored_features``: or the backbone's pooled stages, as the reference implementation's
+density estimator, or both). By default the pretrained backbone stays frozen and only the head and classifier
+learn the pretext task: fine-tuning the backbone at the paper's learning rate wrecked its ImageNet features on
+some data (see the README's ablation).
 
 Example:
     >>> from anomalib.data import MVTecAD
@@ -67,8 +68,10 @@ class CutPaste(PretextAnomalyModule):
             head's embedding), ``"backbone"`` (the pooled backbone stages the head takes, as the reference
             implementation's density estimator) or both side by side (``"backbone+head"``).
         scorer: ``"gaussian"`` (the default, the paper's: Mahalanobis distance to a Gaussian of normal
-            embeddings) or ``"knn"`` (distance to the nearest normal windows, the parts of ``"backbone+head"``
-            compared apart, as SSAD's cells; ``localization="patch"`` only).
+            embeddings), ``"knn"`` (distance to the nearest normal windows, the parts of ``"backbone+head"``
+            compared apart, as SSAD's cells) or ``"knn+gaussian"`` (with ``"backbone+head"``: the k-NN of the
+            pooled stages and the Gaussian of the head's embedding, averaged in units of a normal window's
+            score); the k-NN scorers need ``localization="patch"``.
         warmup_epochs: Stage 1 epochs (backbone frozen, only head and classifier train).
         finetune_epochs: Stage 2 epochs (whole network trains; 0, the default, keeps the pretrained backbone
             frozen throughout).

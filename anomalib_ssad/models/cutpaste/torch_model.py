@@ -11,7 +11,9 @@ or, ``scorer="knn"``, by their distance to the nearest normal windows: SSAD's
 :class:`~anomalib_ssad.components.scorers.CellScorer`). In training mode the network returns embeddings and
 pretext logits (binary or 3-way); in eval mode an ``InferenceBatch`` with the score and an anomaly map from
 closed-form Grad-CAM (``localization="image"``) or from scoring every ``patch_size`` window with the same scorer
-(``localization="patch"``).
+(``localization="patch"``). ``scorer="knn+gaussian"`` scores the two parts of ``"backbone+head"`` apart:
+the pooled stages by the k-NN, the head's embedding by the Gaussian, each in units of a normal window's score
+(:class:`~anomalib_ssad.components.scorers.PartScorer`).
 
 Example:
     >>> import torch
@@ -30,10 +32,10 @@ from functools import partial
 from typing import Literal
 
 from anomalib_ssad.components.pretext_network import Localization, PatchEmbedding, PretextNetwork, ScoredFeatures
-from anomalib_ssad.components.scorers import CellScorer, GaussianScorer, Scorer
+from anomalib_ssad.components.scorers import CellScorer, GaussianScorer, PartScorer, Scorer
 from anomalib_ssad.validation import check_choice
 
-CutPasteScorer = Literal["gaussian", "knn"]
+CutPasteScorer = Literal["gaussian", "knn", "knn+gaussian"]
 
 
 def build_cutpaste_network(
@@ -70,18 +72,29 @@ def build_cutpaste_network(
             stages the head takes) or ``"backbone+head"``.
         scorer: ``"gaussian"`` (the paper's: Mahalanobis distance to one Gaussian of normal embeddings) or
             ``"knn"`` (distance to the nearest normal windows, each part of ``"backbone+head"`` compared apart:
-            SSAD's :class:`~anomalib_ssad.components.scorers.CellScorer`; ``localization="patch"`` only).
+            SSAD's :class:`~anomalib_ssad.components.scorers.CellScorer`; ``localization="patch"`` only) or
+            ``"knn+gaussian"`` (the k-NN of the pooled stages and the Gaussian of the head's embedding, averaged
+            in units of a normal window's score; ``scored_features="backbone+head"`` and patches only).
 
     Returns:
         The network; its ``scorer`` is fitted by ``scorer.fit(network.normal_embeddings(images))``.
 
     Raises:
-        ValueError: For an unknown scorer, or ``"knn"`` with image-level localization (Grad-CAM needs the
-            Gaussian's gradient).
+        ValueError: For an unknown scorer, a k-NN scorer with image-level localization (Grad-CAM needs the
+            Gaussian's gradient), or ``"knn+gaussian"`` without both backbone and head features.
     """
     check_choice("scorer", scorer, CutPasteScorer)
-    if scorer == "knn" and localization != "patch":
-        msg = f"scorer='knn' scores windows: it needs localization='patch', got {localization!r}."
+    if scorer == "knn+gaussian" and scored_features != "backbone+head":
+        msg = (
+            "scorer='knn+gaussian' scores the backbone and head parts apart: it needs "
+            f"scored_features='backbone+head', got {scored_features!r}."
+        )
+        raise ValueError(msg)
+    if scorer != "gaussian" and localization != "patch":
+        msg = (
+            f"scorer={scorer!r} scores windows: it needs localization='patch', got {localization!r} "
+            "(Grad-CAM needs scorer='gaussian')."
+        )
         raise ValueError(msg)
 
     return PretextNetwork(
@@ -106,8 +119,15 @@ def build_cutpaste_scorer(scorer: CutPasteScorer, network: PretextNetwork) -> Sc
     """CutPaste's unfitted scorer of what ``network`` scores (its ``scored_features``).
 
     Args:
-        scorer: ``"gaussian"`` (:class:`~anomalib_ssad.components.scorers.GaussianScorer`) or ``"knn"``
-            (:class:`~anomalib_ssad.components.scorers.CellScorer` on the network's scored parts).
+        scorer: ``"gaussian"`` (:class:`~anomalib_ssad.components.scorers.GaussianScorer`), ``"knn"``
+            (:class:`~anomalib_ssad.components.scorers.CellScorer` on the network's scored parts) or
+            ``"knn+gaussian"`` (:class:`~anomalib_ssad.components.scorers.PartScorer`: a ``CellScorer`` of the
+            backbone part, a ``GaussianScorer`` of the head part).
         network: The network it scores for.
     """
-    return CellScorer(network.scored_part_sizes) if scorer == "knn" else GaussianScorer()
+    if scorer == "knn":
+        return CellScorer(network.scored_part_sizes)
+    if scorer == "knn+gaussian":
+        backbone_size, head_size = network.scored_part_sizes
+        return PartScorer((backbone_size, head_size), [CellScorer((backbone_size,)), GaussianScorer()])
+    return GaussianScorer()
