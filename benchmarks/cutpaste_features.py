@@ -2,10 +2,10 @@
 
 CutPaste is fitted once per dataset, seed and schedule; its scorer is then refitted for each scoring (a choice of
 ``scored_features``: the pooled backbone stages the projection head takes, the head's embedding, or both; and of
-``scorer``: the paper's Gaussian or the k-NN of SSAD's cells), the post-processor refitted on the new scores, and
-tested again, so the rows of one training differ only in how windows are scored. The scoring does not change the
-training (the pretext classifier always reads the head's embedding). Every row uses the runner's Evaluator and
-256 px; the ``mean`` rows average the seeds run.
+``scorer``: the paper's Gaussian, the k-NN of SSAD's cells, or the k-NN of the stages beside the Gaussian of the
+head), the post-processor refitted on the new scores, and tested again, so the rows of one training differ only
+in how windows are scored. The scoring does not change the training (the pretext classifier always reads the
+head's embedding). Every row uses the runner's Evaluator and 256 px; the ``mean`` rows average the seeds run.
 
 Usage (from the project root; results are appended as they come and the table is rewritten)::
 
@@ -33,11 +33,11 @@ DATASETS = {
 }
 # (scored_features, scorer); the first is the default.
 SCORINGS = (
+    ("backbone+head", "knn+gaussian"),
     ("head", "gaussian"),
     ("backbone", "gaussian"),
     ("backbone+head", "gaussian"),
     ("backbone+head", "knn"),
-    ("backbone+head", "knn+gaussian"),
 )
 # (schedule name, CutPaste arguments); the first is the default.
 TRAININGS = {

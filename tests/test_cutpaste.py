@@ -302,10 +302,15 @@ def test_engine_fit_test_and_checkpoint_round_trip(tmp_path, demo_root) -> None:
         visualizer=False,
     )
     engine, metrics = fit_and_test_on_demo(model, demo_root, tmp_path)
-    assert model.model.scorer.density.is_fitted
+    # The default scorer: k-NN of the pooled stages, Gaussian of the head's embedding.
+    stages, head = model.model.scorer.scorers
+    assert head.density.is_fitted and len(stages.banks[0]) > 0
     print("CutPaste tiny demo metrics:", {key: round(float(value), 3) for key, value in metrics.items()})
     restored = assert_checkpoint_round_trip(engine, model, demo_root, tmp_path)
-    torch.testing.assert_close(restored.model.scorer.density.precision, model.model.scorer.density.precision)
+    restored_stages, restored_head = restored.model.scorer.scorers
+    torch.testing.assert_close(restored_head.density.precision, head.density.precision)
+    torch.testing.assert_close(restored_stages.banks[0].memory_bank, stages.banks[0].memory_bank)
+    torch.testing.assert_close(restored.model.scorer.scale, model.model.scorer.scale)
 
 
 def test_cli_train_and_onnx_export_give_checkpoint_scores(tmp_path, demo_root) -> None:
@@ -323,8 +328,9 @@ def test_cli_train_and_onnx_export_give_checkpoint_scores(tmp_path, demo_root) -
     assert_onnx_export_matches_checkpoint(tmp_path, run_dir, CutPaste, demo_root)
 
 
+@pytest.mark.parametrize("scorer", ["gaussian", "knn+gaussian"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_patch_map_of_a_defect_free_texture_has_no_border_hot_spots(seed: int) -> None:
+def test_patch_map_of_a_defect_free_texture_has_no_border_hot_spots(seed: int, scorer: str) -> None:
     """Every window is embedded alone, as in training: a uniform texture gets a uniform map, borders included."""
     generator = torch.Generator().manual_seed(seed)
     # A smooth stationary texture: random-phase sinusoids plus fine noise, never seen at any one position.
@@ -337,10 +343,9 @@ def test_patch_map_of_a_defect_free_texture_has_no_border_hot_spots(seed: int) -
         noise = torch.rand(3, 128, 128, generator=generator) * 0.1
         return (0.45 + 0.12 * wave + noise).clamp(0, 1)
 
-    model = (
-        build_cutpaste_network()
-    )  # the defaults: 64 px windows (32 px at this 128 px input would be the paper's ratio)
-    model.patch_size, model.patch_stride = 32, 8
+    # 64 px windows by default: 32 px at this 128 px input is the paper's ratio.
+    scored_features = "head" if scorer == "gaussian" else "backbone+head"
+    model = build_cutpaste_network(patch_size=32, patch_stride=8, scorer=scorer, scored_features=scored_features)
     normal = torch.stack([texture() for _ in range(12)])
     fitted(model, (normal - MEAN) / STD)
     with torch.no_grad():

@@ -69,8 +69,10 @@ def build_cutpaste_network(
         patch_batch_size: Windows per backbone pass in ``"crops"`` mode.
         sigma: Gaussian smoothing of the patch-level map, in pixels (0 disables).
         scored_features: What the scorer sees: ``"head"`` (the head's embedding), ``"backbone"`` (the pooled
-            stages the head takes) or ``"backbone+head"``.
-        scorer: ``"gaussian"`` (the paper's: Mahalanobis distance to one Gaussian of normal embeddings) or
+            stages the head takes) or ``"backbone+head"``. This builder defaults to the paper's scoring (a
+            Gaussian of the head's embedding); :class:`~anomalib_ssad.CutPaste` defaults to ``"knn+gaussian"``
+            on ``"backbone+head"``.
+        scorer: ``"gaussian"`` (the paper's: Mahalanobis distance to one Gaussian of normal embeddings),
             ``"knn"`` (distance to the nearest normal windows, each part of ``"backbone+head"`` compared apart:
             SSAD's :class:`~anomalib_ssad.components.scorers.CellScorer`; ``localization="patch"`` only) or
             ``"knn+gaussian"`` (the k-NN of the pooled stages and the Gaussian of the head's embedding, averaged
@@ -84,12 +86,6 @@ def build_cutpaste_network(
             Gaussian's gradient), or ``"knn+gaussian"`` without both backbone and head features.
     """
     check_choice("scorer", scorer, CutPasteScorer)
-    if scorer == "knn+gaussian" and scored_features != "backbone+head":
-        msg = (
-            "scorer='knn+gaussian' scores the backbone and head parts apart: it needs "
-            f"scored_features='backbone+head', got {scored_features!r}."
-        )
-        raise ValueError(msg)
     if scorer != "gaussian" and localization != "patch":
         msg = (
             f"scorer={scorer!r} scores windows: it needs localization='patch', got {localization!r} "
@@ -124,10 +120,19 @@ def build_cutpaste_scorer(scorer: CutPasteScorer, network: PretextNetwork) -> Sc
             ``"knn+gaussian"`` (:class:`~anomalib_ssad.components.scorers.PartScorer`: a ``CellScorer`` of the
             backbone part, a ``GaussianScorer`` of the head part).
         network: The network it scores for.
+
+    Raises:
+        ValueError: For ``"knn+gaussian"`` on a network that does not score ``"backbone+head"``.
     """
     if scorer == "knn":
         return CellScorer(network.scored_part_sizes)
     if scorer == "knn+gaussian":
+        if network.scored_features != "backbone+head":
+            msg = (
+                "scorer='knn+gaussian' scores the backbone and head parts apart: it needs "
+                f"scored_features='backbone+head', got {network.scored_features!r}."
+            )
+            raise ValueError(msg)
         backbone_size, head_size = network.scored_part_sizes
         return PartScorer((backbone_size, head_size), [CellScorer((backbone_size,)), GaussianScorer()])
     return GaussianScorer()
