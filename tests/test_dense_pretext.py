@@ -119,6 +119,12 @@ def test_centred_parts_score_the_mean_of_the_parts_cosine_distances():
     parts = [(a[:3], b[:3], centred.mean[:3]), (a[3:], b[3:], centred.mean[3:])]
     expected = sum(1 - torch.nn.functional.cosine_similarity(x - m, y - m, dim=0) for x, y, m in parts) / 2
     torch.testing.assert_close(joint, expected)
+    # Rows that need no gradient are normalised in place (one copy): the same values, bit for bit, and the input
+    # is left as it was.
+    rows = torch.rand(40, 5, generator=generator) + 3.0
+    kept = rows.clone()
+    with_gradient = centred(rows.clone().requires_grad_())
+    assert torch.equal(centred(rows), with_gradient.detach()) and torch.equal(rows, kept)
 
 
 def test_normal_rows_are_capped_by_a_random_subset_of_every_batch(bottle_images):

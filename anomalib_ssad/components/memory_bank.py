@@ -203,7 +203,8 @@ def greedy_coreset(
     candidates = torch.randperm(num_rows, generator=generator)[:max_candidates].to(embeddings.device)
     points = embeddings[candidates].float()
     if metric == "cosine":
-        points = F.normalize(points, dim=-1, eps=_EPS)
+        # F.normalize in place (``points`` is a fresh copy): no second copy of the candidates.
+        points.div_(points.norm(dim=-1, keepdim=True).clamp_min(_EPS))
     if points.shape[1] > projection_dim:
         projection = torch.randn(points.shape[1], projection_dim, generator=generator).to(points.device)
         points = points @ (projection / projection_dim**0.5)
@@ -253,9 +254,15 @@ class CentredParts(DynamicBufferMixin, nn.Module):
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Centred, part-wise unit-normalised embeddings, same shape as ``embeddings [..., D]``."""
-        parts = (embeddings - self.mean).split(self.part_sizes, dim=-1)
-        joint = torch.cat([F.normalize(part, dim=-1, eps=_EPS) for part in parts], dim=-1)
-        return joint / math.sqrt(len(parts))
+        centred = embeddings - self.mean
+        parts = centred.split(self.part_sizes, dim=-1)
+        if centred.requires_grad or torch.compiler.is_exporting():
+            joint = torch.cat([F.normalize(part, dim=-1, eps=_EPS) for part in parts], dim=-1)
+            return joint / math.sqrt(len(parts))
+        # The same arithmetic as F.normalize, in place: one copy of a large fitting set instead of four.
+        for part in parts:
+            part.div_(part.norm(dim=-1, keepdim=True).clamp_min(_EPS))
+        return centred.div_(math.sqrt(len(parts)))
 
 
 class MemoryBank(DynamicBufferMixin, nn.Module):

@@ -359,12 +359,15 @@ class PartScorer(Scorer):
 
         The held-out rows' mean score is each part's unit (none held out if ``N < 10``: the unit stays 1).
         """
-        held, rest = _hold_out(_single(embeddings).detach().float(), self.holdout, generator)
-        for scorer, part in zip(self.scorers, self._parts([rest]), strict=True):
-            scorer.fit([part], generator)
+        rows = _single(embeddings).detach().float()
+        held, rest = _hold_out_rows(rows.shape[0], self.holdout, generator, rows.device)
+        # Each scorer gets a copy of its own part only, not of every part at once.
+        for scorer, part in zip(self.scorers, self._parts([rows]), strict=True):
+            scorer.fit([part[rest]], generator)
         self.scale = torch.ones_like(self.scale)
         if held is not None:
-            scores = [scorer([part]).mean() for scorer, part in zip(self.scorers, self._parts([held]), strict=True)]
+            parts = self._parts([rows[held]])
+            scores = [scorer([part]).mean() for scorer, part in zip(self.scorers, parts, strict=True)]
             self.scale = torch.stack(scores).clamp_min(_EPS).to(self.scale.device)
 
     def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -449,10 +452,18 @@ def _single(embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
     return embeddings[0]
 
 
+def _hold_out_rows(
+    num_rows: int, holdout: int, generator: torch.Generator | None, device: torch.device
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Indices of a random tenth of ``num_rows`` rows (at most ``holdout``; ``None`` if none) and of the others."""
+    order = torch.randperm(num_rows, generator=generator).to(device)
+    num_held = min(holdout, num_rows // 10)
+    return (order[:num_held], order[num_held:]) if num_held else (None, torch.arange(num_rows, device=device))
+
+
 def _hold_out(
     rows: torch.Tensor, holdout: int, generator: torch.Generator | None
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """A random tenth of ``rows [N, D]`` (at most ``holdout``; ``None`` if that is none) and the other rows."""
-    order = torch.randperm(rows.shape[0], generator=generator).to(rows.device)
-    num_held = min(holdout, rows.shape[0] // 10)
-    return (rows[order[:num_held]], rows[order[num_held:]]) if num_held else (None, rows)
+    held, rest = _hold_out_rows(rows.shape[0], holdout, generator, rows.device)
+    return (rows[held], rows[rest]) if held is not None else (None, rows)
