@@ -421,7 +421,7 @@ def test_ablation_scripts_fit_a_plugin_model_as_the_runner_does(tmp_path, demo_r
     model, engine, datamodule, seconds = _benchmark_script("fitting").fit(
         CutPaste, tiny, (demo_root, "bottle"), (64, 64), tmp_path / "jobs"
     )
-    assert model.model.scorer.density.is_fitted
+    assert model.model.scorer.scorers[1].density.is_fitted  # the default: k-NN of the stages, Gaussian of the head
     assert (model.seed, model.max_epochs, engine.trainer.current_epoch) == (3, 1, 1)
     assert model.visualizer is None
     assert [type(metric) for metric in model.evaluator.test_metrics] == [
@@ -436,6 +436,8 @@ def test_refit_scorer_refits_the_post_processors_normalisation(tmp_path, demo_ro
 
     fitting = _benchmark_script("fitting")
     tiny = {"warmup_epochs": 1, "finetune_epochs": 0, "samples_per_epoch": 8, "batch_size": 8, "seed": 3}
+    # The paper's scoring (a Gaussian of the head), then the same Gaussian of the backbone's stages.
+    tiny |= {"scorer": "gaussian", "scored_features": "head"}
     model, engine, datamodule, _ = fitting.fit(CutPaste, tiny, (demo_root, "bottle"), (64, 64), tmp_path / "jobs")
     head_max = float(model.post_processor.image_max)
     model.model.scored_features = "backbone"
