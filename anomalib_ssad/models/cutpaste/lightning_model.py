@@ -10,10 +10,10 @@ eval-mode embeddings of the clean training images (Ledoit-Wolf covariance) and a
 windows, is scored by its Mahalanobis distance, as in the paper (``scorer="gaussian"``, ``scored_features="head"``).
 By default each window is scored twice: its pooled backbone stages by their distance to the nearest normal
 windows, its head embedding by the Gaussian, the two averaged in units of a normal window's score
-(``scorer="knn+gaussian"`` on ``"backbone+head"``): on each of the three datasets of the README's ablation it
-scored higher than the paper's scoring. By default the pretrained backbone stays frozen and only the head and
-classifier learn the pretext task: fine-tuning the backbone at the paper's learning rate wrecked its ImageNet
-features on some data (see the README's ablation).
+(``scorer="knn+gaussian"`` on ``"backbone+head"``): on the three datasets of the README's ablation it scored
+at least as high as the paper's scoring on every metric. By default the pretrained backbone stays frozen and
+only the head and classifier learn the pretext task: fine-tuning the backbone at the paper's learning rate
+wrecked its ImageNet features on some data (see the README's ablation).
 
 Example:
     >>> from anomalib.data import MVTecAD
