@@ -170,6 +170,11 @@ def knn_cosine_distance_gradient(queries: torch.Tensor, bank: torch.Tensor, neig
     return -((neighbour_unit - cosine * query_unit.unsqueeze(1)).mean(dim=1)) / norm
 
 
+def _normalize_(rows: torch.Tensor) -> torch.Tensor:
+    """``F.normalize(rows, dim=-1, eps=_EPS)`` in place (the same arithmetic, bit for bit); returns ``rows``."""
+    return rows.div_(rows.norm(dim=-1, keepdim=True).clamp_min(_EPS))
+
+
 def greedy_coreset(
     embeddings: torch.Tensor,
     size: int,
@@ -203,8 +208,7 @@ def greedy_coreset(
     candidates = torch.randperm(num_rows, generator=generator)[:max_candidates].to(embeddings.device)
     points = embeddings[candidates].float()
     if metric == "cosine":
-        # F.normalize in place (``points`` is a fresh copy): no second copy of the candidates.
-        points.div_(points.norm(dim=-1, keepdim=True).clamp_min(_EPS))
+        _normalize_(points)  # a fresh copy: no second copy of the candidates
     if points.shape[1] > projection_dim:
         projection = torch.randn(points.shape[1], projection_dim, generator=generator).to(points.device)
         points = points @ (projection / projection_dim**0.5)
@@ -259,9 +263,9 @@ class CentredParts(DynamicBufferMixin, nn.Module):
         if centred.requires_grad or torch.compiler.is_exporting():
             joint = torch.cat([F.normalize(part, dim=-1, eps=_EPS) for part in parts], dim=-1)
             return joint / math.sqrt(len(parts))
-        # The same arithmetic as F.normalize, in place: one copy of a large fitting set instead of four.
+        # In place: one copy of a large fitting set instead of four.
         for part in parts:
-            part.div_(part.norm(dim=-1, keepdim=True).clamp_min(_EPS))
+            _normalize_(part)
         return centred.div_(math.sqrt(len(parts)))
 
 

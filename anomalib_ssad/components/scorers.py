@@ -339,9 +339,7 @@ class PartScorer(Scorer):
         if len(part_sizes) != len(scorers) or not scorers:
             msg = f"PartScorer needs one scorer per part, got {len(scorers)} scorers for parts {tuple(part_sizes)}."
             raise ValueError(msg)
-        if any(scorer.learns_in_training for scorer in scorers):
-            msg = "PartScorer fits its scorers on clean rows; a scorer that learns in training cannot be one."
-            raise ValueError(msg)
+        _check_fitted_on_clean_rows(self, scorers)
         self.part_sizes = tuple(part_sizes)
         self.scorers = nn.ModuleList(scorers)
         self.holdout = holdout
@@ -401,9 +399,7 @@ class ScorerBag(Scorer):
         super().__init__()
         check_positive(num_members=num_members)
         self.members = nn.ModuleList(build() for _ in range(num_members))
-        if any(member.learns_in_training for member in self.members):
-            msg = "ScorerBag fits its members on clean rows; a scorer that learns in training cannot be a member."
-            raise ValueError(msg)
+        _check_fitted_on_clean_rows(self, self.members)
 
     @classmethod
     def of(cls, build: Callable[[], Scorer], num_members: int) -> Scorer:
@@ -450,6 +446,13 @@ def _single(embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
         msg = f"This scorer takes one head's embeddings, got {len(embeddings)} (use fusion='concat')."
         raise ValueError(msg)
     return embeddings[0]
+
+
+def _check_fitted_on_clean_rows(owner: Scorer, scorers: Sequence[Scorer]) -> None:
+    """Refuse scorers that learn in training inside ``owner``, which fits them on clean rows itself."""
+    if any(scorer.learns_in_training for scorer in scorers):
+        msg = f"{type(owner).__name__} fits its scorers on clean rows; a scorer that learns in training cannot be one."
+        raise ValueError(msg)
 
 
 def _hold_out_rows(
