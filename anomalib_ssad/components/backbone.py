@@ -37,7 +37,11 @@ BACKBONES: tuple[str, ...] = ("resnet18", "efficientnet_lite0")
 DOWNLOAD_TIMEOUT_SECONDS = 20.0
 
 # Pixels per backbone pass on a CPU (see FeatureExtractor.forward): 8 images of 256 x 256.
-CPU_MICRO_BATCH_PIXELS = 8 * 256 * 256
+# CPU micro-batch budgets in input pixels (benchmarks/micro_batch.py). Inference: two 256-px images' worth keeps
+# the activations in cache. With gradients, eight: a train-mode backbone's BatchNorm statistics are per
+# micro-batch, and a fine-tuning step was not faster with two.
+CPU_MICRO_BATCH_PIXELS = 2 * 256 * 256
+CPU_TRAIN_MICRO_BATCH_PIXELS = 8 * 256 * 256
 
 _RESNET18_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
 _RESNET18_STAGES = ("layer2", "layer3", "layer4")
@@ -93,15 +97,17 @@ class FeatureExtractor(nn.Module):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         # channels_last runs the depthwise convolutions of EfficientNet much faster on CPUs, and on a CPU
-        # micro-batches whose activations stay in cache beat one large batch (several-fold at 256 px).
+        # micro-batches whose activations stay in cache beat one large batch (benchmarks/micro_batch.py).
         x = x.contiguous(memory_format=torch.channels_last)
         if torch.compiler.is_exporting() or x.device.type != "cpu":
             return self._stages(x)
-        micro_batch = max(1, CPU_MICRO_BATCH_PIXELS // (x.shape[2] * x.shape[3]))
+        gradients = torch.is_grad_enabled() and any(p.requires_grad for p in self.body.parameters())
+        budget = CPU_TRAIN_MICRO_BATCH_PIXELS if self.training or gradients else CPU_MICRO_BATCH_PIXELS
+        micro_batch = max(1, budget // (x.shape[2] * x.shape[3]))
         if x.shape[0] <= micro_batch:
             return self._stages(x)
         stages = self._stages
-        if not self.training and torch.is_grad_enabled() and any(p.requires_grad for p in self.body.parameters()):
+        if not self.training and gradients:
             # Fine-tuning with frozen BatchNorm: keep only each chunk's input and recompute its activations in
             # the backward pass, so memory holds one chunk's activations instead of the whole batch's (same
             # gradients; a train-mode backbone would update its BatchNorm statistics twice, so it is excluded).
