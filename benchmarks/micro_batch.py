@@ -1,7 +1,7 @@
 # Copyright (C) 2026 anomalib-ssad developers
 # SPDX-License-Identifier: Apache-2.0
 
-"""Backbone throughput on the CPU against the micro-batch size (``CPU_MICRO_BATCH_PIXELS``).
+"""Backbone throughput on the CPU against the micro-batch size (``CPU_MICRO_BATCH_PIXELS``, ``CPU_TRAIN_...``).
 
 On a CPU the backbone splits a batch into micro-batches of a fixed pixel budget, so that the activations stay in
 cache. This times the efficientnet_lite0 backbone (ImageNet weights, eval mode) with each budget, in units of one
@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from anomalib_ssad.components import backbone as backbone_module
-from anomalib_ssad.components.backbone import build_backbone
+from anomalib_ssad.components.backbone import CPU_MICRO_BATCH_PIXELS, CPU_TRAIN_MICRO_BATCH_PIXELS, build_backbone
 
 RESULTS = Path(__file__).parent / "results"
 WORKLOADS: dict[str, tuple[int, int, int, bool]] = {
@@ -67,14 +67,15 @@ def main() -> None:
 
     torch.manual_seed(0)
     extractor = build_backbone("efficientnet_lite0").eval()
-    default = backbone_module.CPU_MICRO_BATCH_PIXELS // (256 * 256)
+    defaults = [budget // 256**2 for budget in (CPU_MICRO_BATCH_PIXELS, CPU_TRAIN_MICRO_BATCH_PIXELS)]
     rows = []
     for name, (batch, height, width, gradients) in WORKLOADS.items():
         run = workload(extractor, torch.randn(batch, 3, height, width), gradients)
+        setting = "CPU_TRAIN_MICRO_BATCH_PIXELS" if gradients else "CPU_MICRO_BATCH_PIXELS"
         times: dict[int, list[float]] = {budget: [] for budget in args.budgets}
         for _ in range(args.repeats + 1):  # the first round warms up
             for budget in args.budgets:  # interleaved, so that drifts of the machine's speed hit every budget
-                backbone_module.CPU_MICRO_BATCH_PIXELS = budget * 256 * 256
+                setattr(backbone_module, setting, budget * 256 * 256)
                 start = time.perf_counter()
                 run()
                 times[budget].append(time.perf_counter() - start)
@@ -104,7 +105,8 @@ def main() -> None:
         f"Machine: {platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads); efficientnet_lite0, ImageNet weights, eval mode; median of "
         f"{args.repeats} batches per budget after a warm-up, the budgets interleaved. "
-        f"The default budget is {default} images of 256x256.",
+        f"The default budgets: {defaults[0]} images of 256x256 for inference (`CPU_MICRO_BATCH_PIXELS`), "
+        f"{defaults[1]} with gradients or a train-mode backbone (`CPU_TRAIN_MICRO_BATCH_PIXELS`).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
