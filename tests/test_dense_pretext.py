@@ -148,6 +148,27 @@ def test_normal_rows_are_capped_by_a_random_subset_of_every_batch(bottle_images)
     assert len(source.unique()) == 96
 
 
+def test_normal_rows_do_not_depend_on_a_shuffling_loader_order(bottle_images):
+    """A training loader shuffles: the rows kept (and so the scorer) must not follow its order."""
+    from types import SimpleNamespace
+
+    from anomalib_ssad import SSAD
+
+    model = SSAD(backbone="resnet18", pretrained=False, pre_processor=False, visualizer=False)
+    images = list(bottle_images[:6, :, :64, :64])
+
+    def rows(shuffle: bool, seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)  # the global state a shuffling loader draws its order from
+        loader = torch.utils.data.DataLoader(
+            images, batch_size=2, shuffle=shuffle, collate_fn=lambda items: SimpleNamespace(image=torch.stack(items))
+        )
+        return model.collect_normal_embeddings(loader, max_rows=96, generator=torch.Generator().manual_seed(0))[0]
+
+    in_order = rows(shuffle=False, seed=0)
+    assert torch.equal(rows(shuffle=True, seed=1), in_order)
+    assert torch.equal(rows(shuffle=True, seed=2), in_order)
+
+
 def test_cell_scorer_needs_no_more_rows_than_its_holdout_and_coreset_use():
     from anomalib_ssad.components.memory_bank import CORESET_CANDIDATES
     from anomalib_ssad.components.scorers import CellScorer

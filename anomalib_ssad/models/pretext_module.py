@@ -350,8 +350,9 @@ class PretextAnomalyModule(PluginAnomalyModule):
     ) -> list[torch.Tensor]:
         """Eval-mode embeddings of the clean images of ``dataloader``, ``[N, D]`` per head.
 
-        Under DDP each process embeds its share of the images (every ``world_size``-th, unshuffled) and the
-        shares are gathered, so every process fits the same normal model from all images.
+        The images are read in dataset order (a shuffling loader's order is not used), so the same network and
+        ``generator`` seed give the same rows. Under DDP each process embeds its share of the images (every
+        ``world_size``-th) and the shares are gathered, so every process fits the same normal model from all images.
 
         Args:
             dataloader: Clean (normal) images.
@@ -386,12 +387,15 @@ class PretextAnomalyModule(PluginAnomalyModule):
         return trainer.world_size if trainer is not None else 1
 
     def _shard(self, dataloader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
-        """This process's share of ``dataloader``'s images (all of them in a single process)."""
+        """This process's share of ``dataloader``'s images (all of them in a single process), in dataset order.
+
+        A training loader shuffles: in its order, the random rows kept of each batch and the scorer's random
+        hold-out would depend on the global random state, so refitting the same network would give another scorer.
+        """
         world_size = self._world_size()
-        if world_size == 1:
-            return dataloader
         dataset = dataloader.dataset
-        share = torch.utils.data.Subset(dataset, range(self.trainer.global_rank, len(dataset), world_size))
+        rank = self.trainer.global_rank if world_size > 1 else 0
+        share = torch.utils.data.Subset(dataset, range(rank, len(dataset), world_size))
         return torch.utils.data.DataLoader(
             share,
             batch_size=dataloader.batch_size,
