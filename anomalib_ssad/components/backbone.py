@@ -36,10 +36,9 @@ BACKBONES: tuple[str, ...] = ("resnet18", "efficientnet_lite0")
 # Long enough for a slow connection to start, short enough that an offline run fails within a minute.
 DOWNLOAD_TIMEOUT_SECONDS = 20.0
 
-# Pixels per backbone pass on a CPU (see FeatureExtractor.forward): 8 images of 256 x 256.
-# CPU micro-batch budgets in input pixels (benchmarks/micro_batch.py). Inference: two 256-px images' worth keeps
-# the activations in cache. With gradients, eight: a train-mode backbone's BatchNorm statistics are per
-# micro-batch, and fine-tuning keeps the gradient summation its results were measured with.
+# Pixels per backbone pass on a CPU (see FeatureExtractor.forward; benchmarks/micro_batch.py). Inference: two
+# 256-px images' worth keeps the activations in cache. With gradients, eight: a train-mode backbone's BatchNorm
+# statistics are per micro-batch, and fine-tuning keeps the gradient summation its results were measured with.
 CPU_MICRO_BATCH_PIXELS = 2 * 256 * 256
 CPU_TRAIN_MICRO_BATCH_PIXELS = 8 * 256 * 256
 
