@@ -19,7 +19,6 @@ Example:
 """
 
 import argparse
-import csv
 import os
 import platform
 import shlex
@@ -30,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from tables import write_table
 
 from anomalib_ssad.components import backbone as backbone_module
 from anomalib_ssad.components.backbone import CPU_MICRO_BATCH_PIXELS, CPU_TRAIN_MICRO_BATCH_PIXELS, build_backbone
@@ -93,27 +93,19 @@ def main() -> None:
             print(rows[-1], flush=True)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    with (RESULTS / "micro_batch.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    header = list(rows[0])
-    lines = [
-        "# Backbone throughput against the CPU micro-batch size",
-        "",
-        f"Command: `{shlex.join(['python', *sys.argv])}`  ",
-        f"Machine: {platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads); efficientnet_lite0, ImageNet weights, eval mode; median of "
-        f"{args.repeats} batches per budget after a warm-up, the budgets interleaved. "
-        f"The default budgets: {defaults[0]} images of 256x256 for inference (`CPU_MICRO_BATCH_PIXELS`), "
-        f"{defaults[1]} with gradients or a train-mode backbone (`CPU_TRAIN_MICRO_BATCH_PIXELS`).",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(str(row[key]) for key in header) + " |" for row in rows),
-        "",
-    ]
-    (RESULTS / "micro_batch.md").write_text("\n".join(lines))
+    heading = "\n".join(
+        [
+            "# Backbone throughput against the CPU micro-batch size",
+            "",
+            f"Command: `{shlex.join(['python', *sys.argv])}`  ",
+            f"Machine: {platform.platform()}, {os.cpu_count()} cores, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads); efficientnet_lite0, ImageNet weights, eval mode; median of "
+            f"{args.repeats} batches per budget after a warm-up, the budgets interleaved. "
+            f"The default budgets: {defaults[0]} images of 256x256 for inference (`CPU_MICRO_BATCH_PIXELS`), "
+            f"{defaults[1]} with gradients or a train-mode backbone (`CPU_TRAIN_MICRO_BATCH_PIXELS`).",
+        ]
+    )
+    write_table(RESULTS / "micro_batch.csv", list(rows[0]), rows, heading)
 
 
 if __name__ == "__main__":
