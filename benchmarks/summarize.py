@@ -14,6 +14,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO")
+MODELS = ("ssad", "cutpaste", "patchcore", "supersimplenet", "patch_ganomaly")
 COSTS = ("train_seconds", "inference_images_per_second", "fit_peak_rss_mb", "peak_rss_mb")
 
 
@@ -37,31 +38,43 @@ def summarise() -> str:
     for path in sorted(RESULTS.glob("compare_*/results.csv")):
         with path.open(newline="") as file:
             rows = [row for row in csv.DictReader(file) if row["status"] == "ok"]
-        by_model: dict[str, list[dict[str, str]]] = {}
+        # A config may hold several datasets (e.g. one image size each): one group per dataset, in file order.
+        by_dataset: dict[str, dict[str, list[dict[str, str]]]] = {}
         for row in rows:
-            by_model.setdefault(row["model"], []).append(row)
-        dataset = rows[0]["dataset"] if rows else path.parent.name
-        for model in ("ssad", "cutpaste", "patchcore", "supersimplenet", "patch_ganomaly"):
-            group = by_model.get(model, [])
-            if not group:
-                continue
-            cells = [_cell([float(row[key]) for row in group]) for key in METRICS]
-            costs = [
-                _cell([float(row[key]) for row in group if row.get(key)], 0 if key.endswith("rss_mb") else 1)
-                for key in COSTS
-            ]
-            lines.append(f"| {dataset} | {model} | {len(group)} | " + " | ".join(cells + costs) + " |")
-        patchcore = by_model.get("patchcore", [])
-        for model in ("ssad", "cutpaste"):
-            group = by_model.get(model, [])
-            if group and patchcore:
-                checks.append(f"- {dataset}, {model}: {_verdicts(group, patchcore[0])}")
-            elif group:
-                checks.append(
-                    f"- {dataset}, {model}: no finished PatchCore row to check against (see "
-                    f"{path.parent.name}/results.md)"
-                )
+            by_dataset.setdefault(row["dataset"], {}).setdefault(row["model"], []).append(row)
+        for dataset, by_model in by_dataset.items():
+            lines.extend(_rows(dataset, by_model))
+            checks.extend(_checks(dataset, by_model, path.parent.name))
     return "\n".join([*lines, "", "Targets of issue #8 (SSAD and CutPaste against PatchCore):", "", *checks]) + "\n"
+
+
+def _rows(dataset: str, by_model: dict[str, list[dict[str, str]]]) -> list[str]:
+    """Table rows of one dataset: each model's metrics and costs, mean ± std over its seeds."""
+    lines = []
+    for model in MODELS:
+        group = by_model.get(model, [])
+        if not group:
+            continue
+        cells = [_cell([float(row[key]) for row in group]) for key in METRICS]
+        costs = [
+            _cell([float(row[key]) for row in group if row.get(key)], 0 if key.endswith("rss_mb") else 1)
+            for key in COSTS
+        ]
+        lines.append(f"| {dataset} | {model} | {len(group)} | " + " | ".join(cells + costs) + " |")
+    return lines
+
+
+def _checks(dataset: str, by_model: dict[str, list[dict[str, str]]], folder: str) -> list[str]:
+    """The targets of SSAD and CutPaste on one dataset, or why they cannot be checked."""
+    checks = []
+    patchcore = by_model.get("patchcore", [])
+    for model in ("ssad", "cutpaste"):
+        group = by_model.get(model, [])
+        if group and patchcore:
+            checks.append(f"- {dataset}, {model}: {_verdicts(group, patchcore[0])}")
+        elif group:
+            checks.append(f"- {dataset}, {model}: no finished PatchCore row to check against (see {folder}/results.md)")
+    return checks
 
 
 def _verdicts(group: list[dict[str, str]], patchcore: dict[str, str]) -> str:
