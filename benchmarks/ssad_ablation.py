@@ -31,7 +31,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATASETS = {
     "mvtec_bottle": (DATA / "mvtec_ad", "bottle", (256, 256)),
     "kolektorsdd": (DATA / "kolektorsdd", "kolektorsdd", (256, 256)),
-    "kolektorsdd_256x640": (DATA / "kolektorsdd", "kolektorsdd", (256, 640)),
+    "kolektorsdd_640x256": (DATA / "kolektorsdd", "kolektorsdd", (640, 256)),  # portrait: [H, W]
     "magnetic_tile": (DATA / "magnetic_tile", "magnetic_tile", (256, 256)),
 }
 DEFAULT = {}
@@ -125,7 +125,7 @@ COLUMNS = ("dataset", "training", "scoring", "image_AUROC", "pixel_AUROC", "pixe
 
 def run(dataset: str, output: Path) -> None:
     root, category, image_size = DATASETS[dataset]
-    trainings = TRAININGS if dataset != "kolektorsdd_256x640" else TRAININGS[:1]
+    trainings = TRAININGS if dataset != "kolektorsdd_640x256" else TRAININGS[:1]
     for training, init_args, scorings in trainings:
         done = {(row["training"], row["scoring"]) for row in _rows(output) if row["dataset"] == dataset}
         if all((training, name) in done for name, _ in scorings):

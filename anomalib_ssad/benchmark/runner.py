@@ -20,7 +20,7 @@ Config::
 
     output: benchmarks/results/bottle       # folder for results.csv, results.md, figures, jobs/<job>/
     seeds: [0, 1, 2]                        # each job seeds Lightning and the model's own `seed`
-    image_size: 256                         # or [height, width], e.g. [256, 640]
+    image_size: 256                         # or [height, width], e.g. [640, 256]
     accelerator: cpu
     datasets:
       - name: mvtec_bottle
