@@ -452,3 +452,26 @@ def test_refit_scorer_refits_the_post_processors_normalisation(tmp_path, demo_ro
         )
     assert float(model.post_processor.image_max) == pytest.approx(float(scores.max()), rel=1e-5)
     assert float(model.post_processor.image_max) != pytest.approx(head_max, rel=1e-2)
+
+
+def test_summary_files_each_dataset_of_a_results_table_apart(monkeypatch, tmp_path):
+    """benchmarks/summarize.py: one config may hold several datasets; each is summarised and checked on its own."""
+    summarize = _benchmark_script("summarize")
+    folder = tmp_path / "compare_two_sizes"
+    folder.mkdir()
+    columns = ["model", "dataset", "seed", "status", "image_AUROC", "pixel_AUROC", "pixel_AUPRO"]
+    rows = [
+        ("ssad", "small", 0, 0.90, 0.90, 0.50),
+        ("ssad", "small", 1, 0.80, 0.89, 0.40),
+        ("patchcore", "small", 0, 0.80, 0.80, 0.30),
+        ("ssad", "large", 0, 0.70, 0.70, 0.20),
+        ("patchcore", "large", 0, 0.90, 0.90, 0.60),
+    ]
+    lines = [",".join(columns)] + [f"{m},{d},{s},ok,{i},{p},{a}" for m, d, s, i, p, a in rows]
+    (folder / "results.csv").write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(summarize, "RESULTS", tmp_path)
+    text = summarize.summarise()
+    assert "| small | ssad | 2 | 0.850 ± 0.071 | 0.895 ± 0.007 | 0.450 ± 0.071 |" in text
+    assert "| large | ssad | 1 | 0.700 | 0.700 | 0.200 |" in text
+    assert "- small, ssad: image AUROC >= PatchCore - 0.01: yes, pixel AUROC >= PatchCore: yes" in text
+    assert "- large, ssad: image AUROC >= PatchCore - 0.01: **no**, pixel AUROC >= PatchCore: **no**" in text
