@@ -8,9 +8,10 @@ CutPaste: pixel AUROC and AUPRO >= PatchCore's, image AUROC >= PatchCore's - 0.0
 Usage: ``python benchmarks/summarize.py``
 """
 
-import csv
 import statistics
 from pathlib import Path
+
+from tables import read_rows
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO")
@@ -36,8 +37,7 @@ def summarise() -> str:
     ]
     checks = []
     for path in sorted(RESULTS.glob("compare_*/results.csv")):
-        with path.open(newline="") as file:
-            rows = [row for row in csv.DictReader(file) if row["status"] == "ok"]
+        rows = [row for row in read_rows(path) if row["status"] == "ok"]
         # A config may hold several datasets (e.g. one image size each): one group per dataset, in file order.
         by_dataset: dict[str, dict[str, list[dict[str, str]]]] = {}
         for row in rows:
