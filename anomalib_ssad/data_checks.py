@@ -7,6 +7,8 @@ anomalib reads every image with ``PIL.Image.open(path).convert("RGB")``: a 16-bi
 all-white image, a blank capture a constant one, and a truncated file fails deep in a data loader without its
 name. :func:`check_training_images` (called when fitting starts) fails at once naming every such training file;
 :func:`unusable_images` flags the images of a test or predict batch, which the models log as warnings by name.
+:func:`aspect_warning` says when the model's fixed input size distorts the training images' shape (e.g. portrait
+strips squeezed into a square) and which ``[height, width]`` would keep it.
 
 Example:
     >>> import tempfile, numpy as np
@@ -18,6 +20,7 @@ Example:
     'constant image (every pixel 0): a blank or failed capture'
 """
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +28,15 @@ from typing import Any
 import torch
 from PIL import Image
 
+from anomalib_ssad.components.pre_processor import resize_size
+
 # PIL modes that anomalib's 8-bit RGB conversion clips (16-bit and 32-bit integer, float).
 HIGH_BIT_DEPTH_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 _MAX_LISTED = 5
+# Input and training images whose aspect ratios (height / width) differ by more than this factor get a warning.
+ASPECT_TOLERANCE = 1.5
+# Suggested input sizes are multiples of the backbone's coarsest stride.
+SIZE_MULTIPLE = 32
 
 
 def image_problem(path: str | Path, decode: bool = True) -> str | None:
@@ -142,3 +151,62 @@ def unusable_images(images: torch.Tensor, paths: Sequence[str] | None) -> list[t
         if problem is not None:
             problems.append((path, problem))
     return problems
+
+
+def aspect_warning(image_sizes: Sequence[tuple[int, int]], input_size: tuple[int, int]) -> str | None:
+    """A warning when resizing to ``input_size`` distorts the median training image's aspect ratio over 1.5 times.
+
+    The warning gives the ``[height, width]`` that keeps the median aspect ratio at about the input's pixel count
+    (multiples of 32).
+
+    Args:
+        image_sizes: ``(height, width)`` of the training images.
+        input_size: ``(height, width)`` the pre-processor resizes every image to.
+
+    Example:
+        >>> print(aspect_warning([(640, 253)] * 3, (256, 256)).split(": ")[0])
+        The training images are portrait (median 640x253, height / width 2.53) but the model resizes them to 256x256
+    """
+    if not image_sizes:
+        return None
+    ratio, (height, width) = sorted((height / width, (height, width)) for height, width in image_sizes)[
+        len(image_sizes) // 2
+    ]
+    input_ratio = input_size[0] / input_size[1]
+    distortion = ratio / input_ratio
+    if max(distortion, 1 / distortion) <= ASPECT_TOLERANCE:
+        return None
+    pixels = input_size[0] * input_size[1]
+    suggested = [
+        max(SIZE_MULTIPLE, round(math.sqrt(pixels * r) / SIZE_MULTIPLE) * SIZE_MULTIPLE) for r in (ratio, 1 / ratio)
+    ]
+    shape = "portrait" if ratio > 1 else "landscape" if ratio < 1 else "square"
+    side, other = ("height", "width") if distortion > 1 else ("width", "height")
+    opposite = (
+        " (the opposite orientation: are height and width swapped?)" if (ratio - 1) * (input_ratio - 1) < 0 else ""
+    )
+    return (
+        f"The training images are {shape} (median {height}x{width}, height / width {ratio:.2f}) but the model resizes "
+        f"them to {input_size[0]}x{input_size[1]}{opposite}: that squeezes their {side} "
+        f"{max(distortion, 1 / distortion):.1f} times relative to their {other}, blurring detail along it. To keep "
+        f"their shape at about the same pixel count, resize to [height, width] = {suggested}: the benchmark "
+        "runner's image_size, or in an anomalib config the size of the Resize in the model's pre_processor "
+        "(configs/ssad/kolektorsdd_aspect.yaml)."
+    )
+
+
+def input_aspect_warning(datamodule: Any, pre_processor: Any) -> str | None:
+    """:func:`aspect_warning` for a datamodule's training images and a pre-processor's fixed ``Resize``.
+
+    ``None`` where either is unknown: no ``train_data.samples``, no pre-processor transform or no fixed size.
+    Reads the image headers only.
+    """
+    samples = _samples(datamodule, "train_data")
+    input_size = resize_size(getattr(pre_processor, "transform", None))
+    if samples is None or input_size is None:
+        return None
+    sizes = []
+    for path in samples["image_path"]:
+        with Image.open(path) as image:
+            sizes.append((image.height, image.width))
+    return aspect_warning(sizes, input_size)

@@ -10,9 +10,18 @@ import torch
 from anomalib.data import ImageBatch, MVTecAD
 from anomalib.engine import Engine
 from PIL import Image
+from torchvision.transforms.v2 import Resize
 
 from anomalib_ssad import SSAD
-from anomalib_ssad.data_checks import check_evaluation_images, check_training_images, image_problem, unusable_images
+from anomalib_ssad.components.pre_processor import resize_size
+from anomalib_ssad.data_checks import (
+    aspect_warning,
+    check_evaluation_images,
+    check_training_images,
+    image_problem,
+    input_aspect_warning,
+    unusable_images,
+)
 
 
 def _write(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
@@ -60,6 +69,45 @@ def test_fit_on_a_16bit_training_image_fails_before_training_naming_the_file(dem
         engine.fit(model=model, datamodule=MVTecAD(root=root, category="bottle", num_workers=0))
     assert str(bad) in str(error.value) and "I;16" in str(error.value)
     assert engine.trainer.global_step == 0
+
+
+def test_aspect_warning_names_the_squeezed_side_and_a_size_that_keeps_the_shape():
+    portrait = [(640, 253), (630, 250), (650, 260)]  # KolektorSDD-like strips, height x width
+    square = aspect_warning(portrait, (256, 256))
+    assert "portrait (median 630x250, height / width 2.52)" in square and "squeezes their height 2.5 times" in square
+    assert "[height, width] = [416, 160]" in square and "opposite" not in square
+    swapped = aspect_warning(portrait, (256, 640))
+    assert "opposite orientation" in swapped and "[height, width] = [640, 256]" in swapped
+    assert aspect_warning(portrait, (416, 160)) is None
+    assert aspect_warning([(600, 800)], (256, 256)) is None  # 1.33: within the 1.5 tolerance
+    landscape = aspect_warning([(300, 800)], (256, 256))
+    assert "squeezes their width 2.7 times" in landscape and "[height, width] = [160, 416]" in landscape
+    assert aspect_warning([], (256, 256)) is None
+
+
+def test_resize_size_reads_the_fixed_size_of_a_pre_processor():
+    assert resize_size(SSAD.configure_pre_processor(image_size=(416, 160)).transform) == (416, 160)
+    assert resize_size(Resize(256)) is None  # scales the shorter side: keeps every aspect ratio
+    assert resize_size(None) is None
+
+
+def test_fit_on_portrait_images_warns_with_a_size_that_keeps_their_shape(demo_root, tmp_path, caplog):
+    root = _demo_copy(demo_root, tmp_path)
+    for path in (root / "bottle" / "train" / "good").glob("*.png"):
+        Image.open(path).resize((48, 144)).save(path)  # width x height: portrait, height / width 3
+    datamodule = MVTecAD(root=root, category="bottle", num_workers=0)
+    datamodule.setup("fit")
+    pre_processor = SSAD.configure_pre_processor(image_size=(64, 64))
+    expected = aspect_warning([(144, 48)], (64, 64))
+    assert "[height, width] = [96, 32]" in expected
+    assert input_aspect_warning(datamodule, pre_processor) == expected
+    assert input_aspect_warning(datamodule, SSAD.configure_pre_processor(image_size=(96, 32))) is None
+
+    model = SSAD(pretrained=False, warmup_epochs=1, finetune_epochs=0, pre_processor=pre_processor, visualizer=False)
+    engine = Engine(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="anomalib_ssad"):
+        engine.fit(model=model, datamodule=MVTecAD(root=root, category="bottle", num_workers=0))
+    assert f"SSAD: {expected}" in caplog.text
 
 
 def test_empty_training_folder_fails_naming_the_root(demo_root, tmp_path):

@@ -21,7 +21,19 @@ from typing import Any
 
 from anomalib.pre_processing import PreProcessor
 from torch import Tensor, nn
-from torchvision.transforms.v2 import Compose, Normalize, Transform
+from torchvision.transforms.v2 import Compose, Normalize, Resize, Transform
+
+
+def resize_size(transform: Transform | None) -> tuple[int, int] | None:
+    """``(height, width)`` of the last ``Resize`` to a fixed size in ``transform``, or ``None`` if there is none.
+
+    A ``Resize`` to one number scales the shorter side and keeps the aspect ratio: it has no fixed size.
+    """
+    items = list(transform.transforms) if isinstance(transform, Compose) else [transform] if transform else []
+    for item in reversed(items):
+        if isinstance(item, Resize) and isinstance(item.size, list | tuple) and len(item.size) == 2:
+            return int(item.size[0]), int(item.size[1])
+    return None
 
 
 def _split(transform: Transform | None) -> tuple[Transform | None, Transform | None]:

@@ -37,6 +37,7 @@ from anomalib_ssad.data_checks import (
     check_evaluation_images,
     check_training_images,
     describe_problems,
+    input_aspect_warning,
     unusable_images,
 )
 
@@ -82,7 +83,10 @@ class PluginAnomalyModule(AnomalibModule):
         raise NotImplementedError
 
     def on_fit_start(self) -> None:
-        """Seed every generator from ``seed``, align the trainer's epochs with the schedule, check the images."""
+        """Seed every generator from ``seed``, align the trainer's epochs with the schedule, check the images.
+
+        Unusable training images fail; an input size that distorts their aspect ratio gets a warning.
+        """
         if self.trainer.max_epochs != self.max_epochs:
             logger.warning(
                 "%s trains for %d epochs (its schedule's arguments); trainer.max_epochs=%s is replaced.",
@@ -94,7 +98,10 @@ class PluginAnomalyModule(AnomalibModule):
         # anomalib's CLI accepts --seed_everything but never applies it: the model's seed also fixes the
         # process's generators (the training loader's order, anything else drawn while fitting).
         seed_everything(self.seed, workers=True, verbose=False)
-        check_training_images(getattr(self.trainer, "datamodule", None))
+        datamodule = getattr(self.trainer, "datamodule", None)
+        check_training_images(datamodule)
+        if warning := input_aspect_warning(datamodule, self.pre_processor):
+            logger.warning("%s: %s", type(self).__name__, warning)
 
     def rank_seed(self) -> int:
         """Seed of this process's own draws: ``seed`` in a single process (and on rank 0), a distinct one per rank."""
