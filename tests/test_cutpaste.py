@@ -243,6 +243,8 @@ def test_patch_map_lights_up_a_painted_defect(bottle_images: torch.Tensor, score
         peak = divmod(int(anomaly_map.argmax()), anomaly_map.shape[1])
         assert 32 <= peak[0] < 64 and 62 <= peak[1] < 94, peak
     assert (output.pred_score > clean.pred_score).all()
+    # The image score is the smoothed map's peak (as in dense mode), not one window's score.
+    torch.testing.assert_close(output.pred_score, output.anomaly_map.flatten(1).amax(dim=1))
 
 
 def test_knn_scorer_compares_the_backbone_and_head_parts_apart() -> None:

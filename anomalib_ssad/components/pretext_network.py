@@ -284,7 +284,8 @@ class PretextNetwork(nn.Module):
             scores = self.scorer([embedding.flatten(0, -2) for embedding in patch_embeddings])
             grid_scores = scores.reshape(images.shape[0], *grid)
             anomaly_map = assemble_anomaly_map(grid_scores, image_size, self.patch_size, self.blur)
-            return InferenceBatch(pred_score=grid_scores.flatten(1).amax(dim=1), anomaly_map=anomaly_map)
+            # As in dense mode: the smoothed map's peak, not one window's score.
+            return InferenceBatch(pred_score=anomaly_map.flatten(1).amax(dim=1), anomaly_map=anomaly_map)
         groups, stage_maps = self._image_groups(images)
         score, embedding_gradient = self.scorer.score_with_gradient(self._scored(groups))
         anomaly_map = self._grad_cam(stage_maps, groups[-1], embedding_gradient, score, image_size)
