@@ -174,7 +174,8 @@ def aspect_warning(image_sizes: Sequence[tuple[int, int]], input_size: tuple[int
     ]
     input_ratio = input_size[0] / input_size[1]
     distortion = ratio / input_ratio
-    if max(distortion, 1 / distortion) <= ASPECT_TOLERANCE:
+    factor = max(distortion, 1 / distortion)
+    if factor <= ASPECT_TOLERANCE:
         return None
     pixels = input_size[0] * input_size[1]
     suggested = [
@@ -188,7 +189,7 @@ def aspect_warning(image_sizes: Sequence[tuple[int, int]], input_size: tuple[int
     return (
         f"The training images are {shape} (median {height}x{width}, height / width {ratio:.2f}) but the model resizes "
         f"them to {input_size[0]}x{input_size[1]}{opposite}: that squeezes their {side} "
-        f"{max(distortion, 1 / distortion):.1f} times relative to their {other}, blurring detail along it. To keep "
+        f"{factor:.1f} times relative to their {other}, blurring detail along it. To keep "
         f"their shape at about the same pixel count, resize to [height, width] = {suggested}: the benchmark "
         "runner's image_size, or in an anomalib config the size of the Resize in the model's pre_processor "
         "(configs/ssad/kolektorsdd_aspect.yaml)."

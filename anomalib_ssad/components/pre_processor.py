@@ -24,12 +24,17 @@ from torch import Tensor, nn
 from torchvision.transforms.v2 import Compose, Normalize, Resize, Transform
 
 
+def _steps(transform: Transform | None) -> list[Transform]:
+    """The steps of ``transform``: a ``Compose``'s transforms, a single transform, or none."""
+    return list(transform.transforms) if isinstance(transform, Compose) else [transform] if transform else []
+
+
 def resize_size(transform: Transform | None) -> tuple[int, int] | None:
     """``(height, width)`` of the last ``Resize`` to a fixed size in ``transform``, or ``None`` if there is none.
 
     A ``Resize`` to one number scales the shorter side and keeps the aspect ratio: it has no fixed size.
     """
-    items = list(transform.transforms) if isinstance(transform, Compose) else [transform] if transform else []
+    items = _steps(transform)
     for item in reversed(items):
         if isinstance(item, Resize) and isinstance(item.size, list | tuple) and len(item.size) == 2:
             return int(item.size[0]), int(item.size[1])
@@ -42,7 +47,7 @@ def _split(transform: Transform | None) -> tuple[Transform | None, Transform | N
     Raises:
         ValueError: If a ``Normalize`` is followed by another transform (it must come last).
     """
-    items = list(transform.transforms) if isinstance(transform, Compose) else [transform] if transform else []
+    items = _steps(transform)
     first = next((index for index, item in enumerate(items) if isinstance(item, Normalize)), len(items))
     if not all(isinstance(item, Normalize) for item in items[first:]):
         msg = f"The pre-processor's Normalize must be its last transform(s); got {transform!r}."

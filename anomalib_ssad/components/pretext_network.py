@@ -271,25 +271,25 @@ class PretextNetwork(nn.Module):
             embeddings, _ = self.embed(images)
             return embeddings, self.classifier(torch.cat(embeddings, dim=-1))
         image_size = (images.shape[-2], images.shape[-1])
-        if self.localization == "dense":
-            embedding = self.dense_embeddings(images)[0]
-            grid_scores = self.scorer([embedding.flatten(0, -2)]).reshape(embedding.shape[:3])
-            # Scores sit at the cell centres; a window of one cell width makes assemble_anomaly_map put them there.
-            anomaly_map = assemble_anomaly_map(grid_scores, image_size, self.cell_stride, self.blur)
-            # The smoothed map's peak: one noisy cell does not decide the image score.
-            return InferenceBatch(pred_score=anomaly_map.flatten(1).amax(dim=1), anomaly_map=anomaly_map)
-        if self.localization == "patch":
-            patch_embeddings = self.patch_embeddings(images)
-            grid = patch_embeddings[0].shape[1:3]
-            scores = self.scorer([embedding.flatten(0, -2) for embedding in patch_embeddings])
-            grid_scores = scores.reshape(images.shape[0], *grid)
-            anomaly_map = assemble_anomaly_map(grid_scores, image_size, self.patch_size, self.blur)
-            # As in dense mode: the smoothed map's peak, not one window's score.
+        if self.localization in {"dense", "patch"}:
+            grid_scores, window = self._grid_scores(images)
+            anomaly_map = assemble_anomaly_map(grid_scores, image_size, window, self.blur)
+            # The smoothed map's peak: one noisy cell or window does not decide the image score.
             return InferenceBatch(pred_score=anomaly_map.flatten(1).amax(dim=1), anomaly_map=anomaly_map)
         groups, stage_maps = self._image_groups(images)
         score, embedding_gradient = self.scorer.score_with_gradient(self._scored(groups))
         anomaly_map = self._grad_cam(stage_maps, groups[-1], embedding_gradient, score, image_size)
         return InferenceBatch(pred_score=score, anomaly_map=anomaly_map)
+
+    def _grid_scores(self, images: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Scores ``[B, Gh, Gw]`` of the cells (dense) or windows (patch), and the window width that places them."""
+        if self.localization == "dense":
+            embedding = self.dense_embeddings(images)[0]
+            # Scores sit at the cell centres; a window of one cell width makes assemble_anomaly_map put them there.
+            return self.scorer([embedding.flatten(0, -2)]).reshape(embedding.shape[:3]), self.cell_stride
+        patch_embeddings = self.patch_embeddings(images)
+        scores = self.scorer([embedding.flatten(0, -2) for embedding in patch_embeddings])
+        return scores.reshape(images.shape[0], *patch_embeddings[0].shape[1:3]), self.patch_size
 
     def _grad_cam(
         self,
