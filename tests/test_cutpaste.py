@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from anomalib_ssad.components import GaussianDensity, GaussianScorer, PretextNetwork, ledoit_wolf
 from anomalib_ssad.components.synthetic import CUTPASTE_CLASSES, SyntheticAnomalyGenerator
 from anomalib_ssad.components.synthetic.presets import CutPasteVariant
+from anomalib_ssad.models.base import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_KEY
 from anomalib_ssad.models.cutpaste.torch_model import build_cutpaste_network
 from tests.conftest import assert_checkpoint_round_trip, fit_and_test_on_demo
 from tests.test_ssad_end_to_end import assert_onnx_export_matches_checkpoint, train_with_cli
@@ -250,7 +251,11 @@ def test_patch_map_lights_up_a_painted_defect(bottle_images: torch.Tensor, score
 def test_knn_scorer_compares_the_backbone_and_head_parts_apart() -> None:
     model = build_cutpaste_network(backbone="resnet18", pretrained=False, scorer="knn", scored_features="backbone+head")
     assert model.scored_part_sizes == (sum(model.backbone.out_channels), 128) == (128 + 256 + 512, 128)
-    assert model.scorer.centred_parts.part_sizes == model.scored_part_sizes
+    # Each pooled stage gets its own cosine distance, then the head's embedding.
+    assert model.stage_sizes == (128, 256, 512)
+    assert model.scorer.centred_parts.part_sizes == (128, 256, 512, 128)
+    head_only = build_cutpaste_network(backbone="resnet18", pretrained=False, scorer="knn", scored_features="head")
+    assert head_only.scorer.centred_parts.part_sizes == (128,)
     with pytest.raises(ValueError, match="scorer='knn' scores windows: it needs localization='patch', got 'image'"):
         build_cutpaste_network(backbone="resnet18", pretrained=False, scorer="knn", localization="image")
     with pytest.raises(ValueError, match="scorer must be one of 'gaussian', 'knn', 'knn\\+gaussian', got 'gmm'"):
@@ -263,7 +268,7 @@ def test_knn_gaussian_scorer_scores_the_backbone_by_knn_and_the_head_by_the_gaus
     )
     backbone_scorer, head_scorer = model.scorer.scorers
     assert model.scorer.part_sizes == model.scored_part_sizes
-    assert backbone_scorer.centred_parts.part_sizes == (128 + 256 + 512,)
+    assert backbone_scorer.centred_parts.part_sizes == model.stage_sizes == (128, 256, 512)
     assert isinstance(head_scorer, GaussianScorer)
     with pytest.raises(ValueError, match="needs scored_features='backbone\\+head', got 'head'"):
         build_cutpaste_network(backbone="resnet18", pretrained=False, scorer="knn+gaussian", scored_features="head")
@@ -313,6 +318,12 @@ def test_engine_fit_test_and_checkpoint_round_trip(tmp_path, demo_root) -> None:
     torch.testing.assert_close(restored_head.density.precision, head.density.precision)
     torch.testing.assert_close(restored_stages.banks[0].memory_bank, stages.banks[0].memory_bank)
     torch.testing.assert_close(restored.model.scorer.scale, model.model.scorer.scale)
+    # A checkpoint of 0.3 or earlier (no format key) held a bank of the stages normalised as one part: refused.
+    saved = torch.load(tmp_path / "model.ckpt", map_location="cpu", weights_only=False)
+    assert saved.pop(CHECKPOINT_FORMAT_KEY) == CHECKPOINT_FORMAT == 2
+    torch.save(saved, tmp_path / "old.ckpt")
+    with pytest.raises(ValueError, match=r"saved by anomalib-ssad 0\.3 or earlier, whose k-NN compared the pooled"):
+        CutPaste.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu", weights_only=False)
 
 
 def test_cli_train_and_onnx_export_give_checkpoint_scores(tmp_path, demo_root) -> None:

@@ -67,6 +67,7 @@ def test_dense_mode_trains_per_cell_and_scores_every_cell(dense_features):
         output = model(torch.rand(2, 1, 64, 96))
     expected_dim = {"backbone+head": 128 + 256 + 128, "head": 128, "backbone": 128 + 256}[dense_features]
     assert sum(model.scored_part_sizes) == expected_dim
+    assert model.stage_sizes == (128, 256)  # the locally aware feature: the first two stages
     assert normal.shape == (3 * 8 * 8, expected_dim)
     assert output.anomaly_map.shape == (2, 1, 64, 96)
     torch.testing.assert_close(output.pred_score, output.anomaly_map.flatten(1).amax(dim=1))

@@ -24,6 +24,9 @@ def test_train_and_eval_outputs(fusion, localization):
     embeddings, logits = model.train()(torch.rand(6, 3, 32, 32))
     assert logits.shape == (6, 3)
     assert len(embeddings) == (1 if fusion == "concat" else 3)
+    # The stages in the last head's input: all of them concatenated, or the last one for its own head.
+    assert model.stage_sizes == ((128, 256, 512) if fusion == "concat" else (512,))
+    assert sum(model.stage_sizes) == model.heads[-1].in_features
     fitted(model, torch.rand(3, 3, 64, 64))
     with torch.no_grad():
         output = model(torch.rand(2, 3, 64, 96))

@@ -229,6 +229,18 @@ class PretextNetwork(nn.Module):
             "backbone+head": (head.in_features, head.out_features),
         }[self.scored_features]
 
+    @property
+    def stage_sizes(self) -> tuple[int, ...]:
+        """Channels of the backbone stages that make up the last head's input, in order (they sum to its size).
+
+        A scorer that compares the stages apart (a cosine distance per stage, so the deepest and widest stage
+        does not outweigh the finer ones) reads them.
+        """
+        channels = list(self.backbone.out_channels)
+        if self.localization == "dense":
+            return tuple(channels[index] for index in DENSE_STAGES)
+        return tuple(channels) if self.fusion == "concat" else (channels[-1],)
+
     def patch_embeddings(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Scored embeddings of every ``patch_size`` window, one ``[B, Gh, Gw, D]`` tensor per head."""
         image_size = (images.shape[-2], images.shape[-1])

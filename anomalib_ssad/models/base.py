@@ -45,6 +45,10 @@ logger = logging.getLogger(__name__)
 
 # Offset between the seeds of two DDP processes' own draws (synthetic anomalies, crops).
 RANK_SEED_STRIDE = 1_000_003
+# Saved in every checkpoint; raised when a fitted scorer's saved state would be read differently.
+# 2 (anomalib-ssad 0.4): CutPaste's k-NN compares each pooled backbone stage apart. Absent: 0.3 or earlier.
+CHECKPOINT_FORMAT_KEY = "anomalib_ssad_checkpoint_format"
+CHECKPOINT_FORMAT = 2
 
 
 class PluginAnomalyModule(AnomalibModule):
@@ -102,6 +106,11 @@ class PluginAnomalyModule(AnomalibModule):
         check_training_images(datamodule)
         if warning := input_aspect_warning(datamodule, self.pre_processor):
             logger.warning("%s: %s", type(self).__name__, warning)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save anomalib's component configuration and the plugin's checkpoint format."""
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[CHECKPOINT_FORMAT_KEY] = CHECKPOINT_FORMAT
 
     def rank_seed(self) -> int:
         """Seed of this process's own draws: ``seed`` in a single process (and on rank 0), a distinct one per rank."""

@@ -9,8 +9,9 @@ and/or CutPaste-Scar (a thin rotated one) samples, drawn on the fly by
 eval-mode embeddings of the clean training images (Ledoit-Wolf covariance) and a test image, or each of its
 windows, is scored by its Mahalanobis distance, as in the paper (``scorer="gaussian"``, ``scored_features="head"``).
 By default each window is scored twice: its pooled backbone stages by their distance to the nearest normal
-windows, its head embedding by the Gaussian, the two averaged in units of a normal window's score
-(``scorer="knn+gaussian"`` on ``"backbone+head"``): on the three datasets of the README's ablation it scored
+windows (a cosine distance per stage, so the deepest stage does not outweigh the finer ones), its head embedding
+by the Gaussian, the two averaged in units of a normal window's score (``scorer="knn+gaussian"`` on
+``"backbone+head"``): on the three datasets of the README's ablation it scored
 at least as high as the paper's scoring on every metric. By default the pretrained backbone stays frozen and
 only the head and classifier learn the pretext task: fine-tuning the backbone at the paper's learning rate
 wrecked its ImageNet features on some data (see the README's ablation).
@@ -28,6 +29,7 @@ CLI:
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 from anomalib.metrics import Evaluator
 from anomalib.visualization import Visualizer
@@ -36,7 +38,7 @@ from torch import nn
 from anomalib_ssad.components.pretext_network import Localization, PatchEmbedding, ScoredFeatures
 from anomalib_ssad.components.synthetic import CUTPASTE_CLASSES, SyntheticAnomalyGenerator
 from anomalib_ssad.components.synthetic.presets import CutPasteVariant
-from anomalib_ssad.models.base import seeded
+from anomalib_ssad.models.base import CHECKPOINT_FORMAT_KEY, seeded
 from anomalib_ssad.models.pretext_module import Optimizer, PretextAnomalyModule
 from anomalib_ssad.validation import check_choice, check_interval, check_non_negative, check_positive
 
@@ -69,11 +71,11 @@ class CutPaste(PretextAnomalyModule):
             embedding, the paper's), ``"backbone"`` (the pooled backbone stages the head takes, as the reference
             implementation's density estimator) or both side by side (``"backbone+head"``, the default).
         scorer: ``"knn+gaussian"`` (the default, with ``"backbone+head"``: the pooled stages by their k-NN
-            distance to normal windows, the head's embedding by the Gaussian, averaged in units of a normal
-            window's score), ``"gaussian"`` (the paper's: Mahalanobis distance to a Gaussian of normal
+            distance to normal windows, stage by stage, the head's embedding by the Gaussian, averaged in units
+            of a normal window's score), ``"gaussian"`` (the paper's: Mahalanobis distance to a Gaussian of normal
             embeddings; needed for ``localization="image"``) or ``"knn"`` (distance to the nearest normal
-            windows, the parts of ``"backbone+head"`` compared apart, as SSAD's cells); the k-NN scorers need
-            ``localization="patch"``.
+            windows, each pooled stage and the head's embedding compared apart, as SSAD's cell parts); the k-NN
+            scorers need ``localization="patch"``.
         warmup_epochs: Stage 1 epochs (backbone frozen, only head and classifier train).
         finetune_epochs: Stage 2 epochs (whole network trains; 0, the default, keeps the pretrained backbone
             frozen throughout).
@@ -193,3 +195,23 @@ class CutPaste(PretextAnomalyModule):
             patch_jitter=tuple(patch_jitter),
             patch_size=patch_size if localization == "patch" else None,
         )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore anomalib's components; refuse a k-NN scorer saved before each stage was compared apart.
+
+        Raises:
+            ValueError: For a checkpoint of anomalib-ssad 0.3 or earlier whose scorer includes the k-NN of the
+                pooled backbone stages: its bank holds windows normalised as one part, which this version would
+                compare stage by stage and score wrongly.
+        """
+        super().on_load_checkpoint(checkpoint)
+        hparams = checkpoint.get("hyper_parameters", {})
+        scorer, scored = hparams.get("scorer", "gaussian"), hparams.get("scored_features", "head")
+        stagewise = scorer == "knn+gaussian" or (scorer == "knn" and scored != "head")
+        if stagewise and checkpoint.get(CHECKPOINT_FORMAT_KEY, 1) < 2:
+            msg = (
+                f"This CutPaste checkpoint (scorer={scorer!r}) was saved by anomalib-ssad 0.3 or earlier, whose "
+                "k-NN compared the pooled backbone stages as one part; 0.4 compares each stage apart and would "
+                "score its memory bank wrongly. Retrain the model, or use anomalib-ssad 0.3 for this checkpoint."
+            )
+            raise ValueError(msg)

@@ -8,11 +8,12 @@ stages are concatenated and embedded by one projection head for the pretext clas
 (by default), the pooled stages (as the reference implementation's density estimator) or both are scored by the
 Mahalanobis distance to a Gaussian of normal ones (:class:`~anomalib_ssad.components.scorers.GaussianScorer`;
 or, ``scorer="knn"``, by their distance to the nearest normal windows: SSAD's
-:class:`~anomalib_ssad.components.scorers.CellScorer`). In training mode the network returns embeddings and
-pretext logits (binary or 3-way); in eval mode an ``InferenceBatch`` with the score and an anomaly map from
-closed-form Grad-CAM (``localization="image"``) or from scoring every ``patch_size`` window with the same scorer
-(``localization="patch"``). ``scorer="knn+gaussian"`` scores the two parts of ``"backbone+head"`` apart:
-the pooled stages by the k-NN, the head's embedding by the Gaussian, each in units of a normal window's score
+:class:`~anomalib_ssad.components.scorers.CellScorer`, each pooled stage compared apart). In training mode the
+network returns embeddings and pretext logits (binary or 3-way); in eval mode an ``InferenceBatch`` with the score
+and an anomaly map from closed-form Grad-CAM (``localization="image"``) or from scoring every ``patch_size``
+window with the same scorer (``localization="patch"``). ``scorer="knn+gaussian"`` scores the two parts of
+``"backbone+head"`` apart: the pooled stages by the k-NN (stage by stage), the head's embedding by the Gaussian,
+each in units of a normal window's score
 (:class:`~anomalib_ssad.components.scorers.PartScorer`).
 
 Example:
@@ -116,16 +117,17 @@ def build_cutpaste_scorer(scorer: CutPasteScorer, network: PretextNetwork) -> Sc
 
     Args:
         scorer: ``"gaussian"`` (:class:`~anomalib_ssad.components.scorers.GaussianScorer`), ``"knn"``
-            (:class:`~anomalib_ssad.components.scorers.CellScorer` on the network's scored parts) or
+            (:class:`~anomalib_ssad.components.scorers.CellScorer` on the network's scored parts, the
+            backbone's stages apart: :func:`knn_part_sizes`) or
             ``"knn+gaussian"`` (:class:`~anomalib_ssad.components.scorers.PartScorer`: a ``CellScorer`` of the
-            backbone part, a ``GaussianScorer`` of the head part).
+            backbone part, its stages apart, a ``GaussianScorer`` of the head part).
         network: The network it scores for.
 
     Raises:
         ValueError: For ``"knn+gaussian"`` on a network that does not score ``"backbone+head"``.
     """
     if scorer == "knn":
-        return CellScorer(network.scored_part_sizes)
+        return CellScorer(knn_part_sizes(network))
     if scorer == "knn+gaussian":
         if network.scored_features != "backbone+head":
             msg = (
@@ -134,5 +136,15 @@ def build_cutpaste_scorer(scorer: CutPasteScorer, network: PretextNetwork) -> Sc
             )
             raise ValueError(msg)
         backbone_size, head_size = network.scored_part_sizes
-        return PartScorer((backbone_size, head_size), [CellScorer((backbone_size,)), GaussianScorer()])
+        return PartScorer((backbone_size, head_size), [CellScorer(network.stage_sizes), GaussianScorer()])
     return GaussianScorer()
+
+
+def knn_part_sizes(network: PretextNetwork) -> tuple[int, ...]:
+    """Parts a k-NN scorer compares apart: each pooled backbone stage, then the head's embedding (as scored).
+
+    Each part gets its own cosine distance, so the deepest stage, the widest, does not outweigh the finer ones.
+    """
+    if network.scored_features == "head":
+        return network.scored_part_sizes
+    return (*network.stage_sizes, *network.scored_part_sizes[1:])
