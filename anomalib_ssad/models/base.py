@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 # Offset between the seeds of two DDP processes' own draws (synthetic anomalies, crops).
 RANK_SEED_STRIDE = 1_000_003
-# Saved in every checkpoint; raised when a fitted scorer's saved state would be read differently.
+# Saved in every checkpoint; bumped when a fitted scorer's saved state is read differently than before.
 # 2 (anomalib-ssad 0.4): CutPaste's k-NN compares each pooled backbone stage apart. Absent: 0.3 or earlier.
 CHECKPOINT_FORMAT_KEY = "anomalib_ssad_checkpoint_format"
 CHECKPOINT_FORMAT = 2
