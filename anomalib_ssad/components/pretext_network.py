@@ -123,15 +123,9 @@ class PretextNetwork(nn.Module):
             raise ValueError(msg)
         self.backbone = build_backbone(backbone, pretrained=pretrained, weights_path=weights_path)
         self.fusion = fusion
-        channels = list(self.backbone.out_channels)
-        if localization == "dense":
-            # One head on the locally aware features of every cell.
-            fusion = "concat"
-            channels = [channels[index] for index in DENSE_STAGES]
-        head_inputs = [sum(channels)] if fusion == "concat" else channels
-        self.heads = nn.ModuleList(ProjectionHead(size, head_dims) for size in head_inputs)
-        self.classifier = nn.Linear(sum(head.out_features for head in self.heads), num_classes)
         self.localization = localization
+        self.heads = nn.ModuleList(ProjectionHead(sum(stages), head_dims) for stages in self._head_stages())
+        self.classifier = nn.Linear(sum(head.out_features for head in self.heads), num_classes)
         self.scored_features = scored_features
         self.patch_size = patch_size
         self.patch_stride = patch_stride
@@ -229,6 +223,17 @@ class PretextNetwork(nn.Module):
             "backbone+head": (head.in_features, head.out_features),
         }[self.scored_features]
 
+    def _head_stages(self) -> list[tuple[int, ...]]:
+        """Channels of the backbone stages that feed each head, in order; a head's input is their concatenation.
+
+        ``"dense"`` localization: one head on the locally aware features of every cell (the ``DENSE_STAGES``);
+        otherwise one head on all stages (``"concat"`` fusion) or one head per stage (``"multiply"``).
+        """
+        channels = tuple(self.backbone.out_channels)
+        if self.localization == "dense":
+            return [tuple(channels[index] for index in DENSE_STAGES)]
+        return [channels] if self.fusion == "concat" else [(size,) for size in channels]
+
     @property
     def stage_sizes(self) -> tuple[int, ...]:
         """Channels of the backbone stages that make up the last head's input, in order (they sum to its size).
@@ -236,10 +241,7 @@ class PretextNetwork(nn.Module):
         A scorer that compares the stages apart (a cosine distance per stage, so the deepest and widest stage
         does not outweigh the finer ones) reads them.
         """
-        channels = list(self.backbone.out_channels)
-        if self.localization == "dense":
-            return tuple(channels[index] for index in DENSE_STAGES)
-        return tuple(channels) if self.fusion == "concat" else (channels[-1],)
+        return self._head_stages()[-1]
 
     def patch_embeddings(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Scored embeddings of every ``patch_size`` window, one ``[B, Gh, Gw, D]`` tensor per head."""

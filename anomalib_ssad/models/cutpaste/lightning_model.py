@@ -42,7 +42,7 @@ from anomalib_ssad.models.base import CHECKPOINT_FORMAT_KEY, seeded
 from anomalib_ssad.models.pretext_module import Optimizer, PretextAnomalyModule
 from anomalib_ssad.validation import check_choice, check_interval, check_non_negative, check_positive
 
-from .torch_model import CutPasteScorer, build_cutpaste_network
+from .torch_model import CutPasteScorer, build_cutpaste_network, compares_stages_apart
 
 
 class CutPaste(PretextAnomalyModule):
@@ -207,8 +207,7 @@ class CutPaste(PretextAnomalyModule):
         super().on_load_checkpoint(checkpoint)
         hparams = checkpoint.get("hyper_parameters", {})
         scorer, scored = hparams.get("scorer", "gaussian"), hparams.get("scored_features", "head")
-        stagewise = scorer == "knn+gaussian" or (scorer == "knn" and scored != "head")
-        if stagewise and checkpoint.get(CHECKPOINT_FORMAT_KEY, 1) < 2:
+        if compares_stages_apart(scorer, scored) and checkpoint.get(CHECKPOINT_FORMAT_KEY, 1) < 2:
             msg = (
                 f"This CutPaste checkpoint (scorer={scorer!r}) was saved by anomalib-ssad 0.3 or earlier, whose "
                 "k-NN compared the pooled backbone stages as one part; 0.4 compares each stage apart and would "

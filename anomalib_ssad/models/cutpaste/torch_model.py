@@ -145,6 +145,15 @@ def knn_part_sizes(network: PretextNetwork) -> tuple[int, ...]:
 
     Each part gets its own cosine distance, so the deepest stage, the widest, does not outweigh the finer ones.
     """
-    if network.scored_features == "head":
+    if not compares_stages_apart("knn", network.scored_features):
         return network.scored_part_sizes
     return (*network.stage_sizes, *network.scored_part_sizes[1:])
+
+
+def compares_stages_apart(scorer: CutPasteScorer, scored_features: ScoredFeatures) -> bool:
+    """Whether :func:`build_cutpaste_scorer` compares the pooled backbone stages apart (anomalib-ssad 0.4 on).
+
+    True for a k-NN of what holds the backbone's features: ``"knn"`` on anything but the head alone, and
+    ``"knn+gaussian"``. A checkpoint of such a scorer saved by 0.3 or earlier holds a bank normalised as one part.
+    """
+    return scorer == "knn+gaussian" or (scorer == "knn" and scored_features != "head")
