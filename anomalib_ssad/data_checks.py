@@ -46,24 +46,30 @@ def image_problem(path: str | Path, decode: bool = True) -> str | None:
         path: Image file.
         decode: Decode the pixels (finds truncated and constant images); ``False`` reads the header only.
     """
+    return _inspect_image(path, decode)[0]
+
+
+def _inspect_image(path: str | Path, decode: bool) -> tuple[str | None, tuple[int, int] | None]:
+    """:func:`image_problem` and the image's ``(height, width)`` (``None`` if unreadable), from one read."""
     try:
         with Image.open(path) as image:
+            size = (image.height, image.width)
             if image.mode in HIGH_BIT_DEPTH_MODES:
                 return (
                     f"{image.mode} (more than 8 bits per pixel) image: anomalib reads it as 8-bit RGB and clips it "
                     "(a 16-bit grayscale image turns all white); convert it to 8-bit first"
-                )
+                ), size
             if not decode:
-                return None
+                return None, size
             image.load()
             extrema = image.getextrema()
     except (OSError, SyntaxError, ValueError) as error:
-        return f"unreadable image ({error})"
+        return f"unreadable image ({error})", None
     bands = extrema if isinstance(extrema[0], tuple) else (extrema,)
     if all(low == high for low, high in bands):
         values = ", ".join(str(low) for low, _ in bands)
-        return f"constant image (every pixel {values}): a blank or failed capture"
-    return None
+        return f"constant image (every pixel {values}): a blank or failed capture", size
+    return None, size
 
 
 def describe_problems(problems: Sequence[tuple[str, str]]) -> str:
@@ -74,19 +80,22 @@ def describe_problems(problems: Sequence[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def check_training_images(datamodule: Any) -> None:
+def check_training_images(datamodule: Any) -> list[tuple[int, int]] | None:
     """Fail before training if the datamodule has no training image or any is unusable (:func:`image_problem`).
 
     Args:
         datamodule: An anomalib datamodule after ``setup`` (its ``train_data.samples`` lists the files).
 
+    Returns:
+        The training images' ``(height, width)``, read in the same pass (for :func:`input_aspect_warning`), or
+        ``None`` where the datamodule lists no files.
+
     Raises:
         ValueError: Naming the data folder when there is no training image, or every unusable file.
     """
-    dataset = getattr(datamodule, "train_data", None)
-    samples = getattr(dataset, "samples", None)
+    samples = _samples(datamodule, "train_data")
     if samples is None:
-        return
+        return None
     if len(samples) == 0:
         where = ", ".join(
             f"{name}={getattr(datamodule, name)}"
@@ -98,13 +107,19 @@ def check_training_images(datamodule: Any) -> None:
             "(normal images go in <root>/<category>/train/good for MVTec-layout data)."
         )
         raise ValueError(msg)
-    problems = [(path, problem) for path in samples["image_path"] if (problem := image_problem(path))]
+    problems, sizes = [], []
+    for path in samples["image_path"]:
+        problem, size = _inspect_image(path, decode=True)
+        if problem:
+            problems.append((path, problem))
+        sizes.append(size)
     if problems:
         msg = (
             f"{len(problems)} of {len(samples)} training images cannot be used; fix or remove them:\n"
             + describe_problems(problems)
         )
         raise ValueError(msg)
+    return sizes
 
 
 def check_evaluation_images(datamodule: Any, split: str) -> None:
@@ -196,18 +211,25 @@ def aspect_warning(image_sizes: Sequence[tuple[int, int]], input_size: tuple[int
     )
 
 
-def input_aspect_warning(datamodule: Any, pre_processor: Any) -> str | None:
+def input_aspect_warning(
+    datamodule: Any, pre_processor: Any, image_sizes: Sequence[tuple[int, int]] | None = None
+) -> str | None:
     """:func:`aspect_warning` for a datamodule's training images and a pre-processor's fixed ``Resize``.
 
     ``None`` where either is unknown: no ``train_data.samples``, no pre-processor transform or no fixed size.
-    Reads the image headers only.
+
+    Args:
+        datamodule: An anomalib datamodule after ``setup``.
+        pre_processor: The model's pre-processor.
+        image_sizes: The training images' ``(height, width)`` if already read (:func:`check_training_images`
+            returns them); otherwise their headers are read.
     """
     samples = _samples(datamodule, "train_data")
     input_size = resize_size(getattr(pre_processor, "transform", None))
     if samples is None or input_size is None:
         return None
-    sizes = []
-    for path in samples["image_path"]:
-        with Image.open(path) as image:
-            sizes.append((image.height, image.width))
-    return aspect_warning(sizes, input_size)
+    if image_sizes is None:
+        # Unreadable files have no size; check_training_images reports them.
+        headers = (_inspect_image(path, decode=False)[1] for path in samples["image_path"])
+        image_sizes = [size for size in headers if size is not None]
+    return aspect_warning(image_sizes, input_size)

@@ -101,6 +101,10 @@ def test_fit_on_portrait_images_warns_with_a_size_that_keeps_their_shape(demo_ro
     expected = aspect_warning([(144, 48)], (64, 64))
     assert "[height, width] = [96, 32]" in expected
     assert input_aspect_warning(datamodule, pre_processor) == expected
+    # The check before training reads each image once and hands its sizes on.
+    sizes = check_training_images(datamodule)
+    assert sizes == [(144, 48)] * len(datamodule.train_data.samples)
+    assert input_aspect_warning(datamodule, pre_processor, sizes) == expected
     assert input_aspect_warning(datamodule, SSAD.configure_pre_processor(image_size=(96, 32))) is None
 
     model = SSAD(pretrained=False, warmup_epochs=1, finetune_epochs=0, pre_processor=pre_processor, visualizer=False)

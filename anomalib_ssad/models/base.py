@@ -103,8 +103,8 @@ class PluginAnomalyModule(AnomalibModule):
         # process's generators (the training loader's order, anything else drawn while fitting).
         seed_everything(self.seed, workers=True, verbose=False)
         datamodule = getattr(self.trainer, "datamodule", None)
-        check_training_images(datamodule)
-        if warning := input_aspect_warning(datamodule, self.pre_processor):
+        image_sizes = check_training_images(datamodule)
+        if warning := input_aspect_warning(datamodule, self.pre_processor, image_sizes):
             logger.warning("%s: %s", type(self).__name__, warning)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
