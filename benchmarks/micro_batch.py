@@ -5,9 +5,10 @@
 
 On a CPU the backbone splits a batch into micro-batches of a fixed pixel budget, so that the activations stay in
 cache. This times the efficientnet_lite0 backbone (ImageNet weights, eval mode) with each budget, in units of one
-256x256 image, on what the models feed it: CutPaste's 64-px windows, SSAD's 256-px images, KolektorSDD at
-256x640, and one fine-tuning step of SSAD (eval-mode backbone with gradients: forward and backward through the
-recomputed chunks). The outputs do not depend on the budget (convolutions are per image); only the time does.
+256x256 image, on what the models feed it: CutPaste's 64-px windows, SSAD's 256-px images, KolektorSDD's full
+pixel count (256 high, 640 wide: its portrait images transposed), and one fine-tuning step of SSAD (eval-mode
+backbone with gradients: forward and backward through the recomputed chunks). The outputs do not depend on the
+budget (convolutions are per image); only the time does.
 
 Example:
     From the repository root::
@@ -39,7 +40,7 @@ WORKLOADS: dict[str, tuple[int, int, int, bool]] = {
     # name: (batch, height, width, with gradients)
     "CutPaste windows 64x64, inference": (1024, 64, 64, False),
     "SSAD images 256x256, inference": (32, 256, 256, False),
-    "KolektorSDD 256x640, inference": (16, 256, 640, False),
+    "KolektorSDD's pixel count transposed, 256x640 (height x width), inference": (16, 256, 640, False),
     "SSAD fine-tuning step 256x256 (forward + backward)": (32, 256, 256, True),
 }
 
