@@ -2,8 +2,8 @@
 
 Runs SSAD's ``compare_<dataset>`` job (same model, data, seed and Evaluator as the side-by-side table) several
 times, each in a fresh process, optionally with extra environment variables (glibc's allocator settings,
-e.g. ``MALLOC_MMAP_THRESHOLD_=4194304``), and appends one row per run: the quality metrics (identical runs give
-identical metrics), the fit time and the fit peak RSS.
+e.g. ``MALLOC_MMAP_THRESHOLD_=4194304``), and appends one row per run: the commit measured, the quality metrics
+(identical runs give identical metrics), the fit time and the fit peak RSS.
 
 Usage (from the project root; rows are appended, the table rewritten)::
 
@@ -12,6 +12,7 @@ Usage (from the project root; rows are appended, the table rewritten)::
 """
 
 import argparse
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from anomalib_ssad.benchmark.runner import expand_jobs, load_config, run_in_subp
 CONFIGS = Path(__file__).resolve().parent / "configs"
 OUTPUT = Path("benchmarks/results/fit_memory")
 COLUMNS = (
+    "commit",
     "dataset",
     "seed",
     "env",
@@ -59,12 +61,22 @@ def main() -> None:
         if result["status"] != "ok":
             raise SystemExit(result["error"])
         row = {key: result.get(key, "") for key in COLUMNS}
-        row.update(dataset=result["dataset"], env=" ".join(args.env) or "(none)")
+        row.update(commit=_commit(), dataset=result["dataset"], env=" ".join(args.env) or "(none)")
         for key in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO"):
             row[key] = f"{float(result[key]):.4f}"
         print(row, flush=True)
         rows = [*read_rows(OUTPUT / "results.csv"), row]
         write_table(OUTPUT / "results.csv", COLUMNS, rows, command)
+
+
+def _commit() -> str:
+    """The project's commit the run measured, ``+`` appended when the working tree had changes."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 if __name__ == "__main__":
