@@ -11,7 +11,6 @@ from urllib.error import URLError
 import pytest
 import timm
 import torch
-from torch.utils.checkpoint import checkpoint
 from torchvision.models import resnet18
 
 from anomalib_ssad.components import backbone as backbone_module
@@ -210,34 +209,6 @@ def test_fine_tuning_recomputes_chunks_with_the_same_gradients(training: bool, m
     assert chunked_calls == (3 if training else 6)  # 3 chunks, each run again in backward unless training
     for expected, actual in zip(whole, chunked, strict=True):
         torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-6)
-
-
-def test_fine_tuning_also_recomputes_each_block_group_with_the_same_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An EfficientNet chunk recomputed in the backward pass also checkpoints each of its block groups: the
-    gradients are those of recomputing the chunk whole, bit for bit, and the body's flag is off afterwards."""
-    torch.manual_seed(0)
-    extractor = build_backbone("efficientnet_lite0", pretrained=False).eval()
-    images = torch.randn(4, 3, 64, 64)
-    monkeypatch.setattr(backbone_module, "CPU_TRAIN_MICRO_BATCH_PIXELS", 2 * 64 * 64)
-
-    def gradients(features: list[torch.Tensor]) -> list[torch.Tensor]:
-        extractor.zero_grad()
-        sum(feature.square().mean() for feature in features).backward()
-        return [parameter.grad.clone() for parameter in extractor.parameters()]
-
-    group_checkpoints = []
-    timm_checkpoint = timm.models.efficientnet.checkpoint
-    monkeypatch.setattr(
-        timm.models.efficientnet, "checkpoint", lambda *args: group_checkpoints.append(1) or timm_checkpoint(*args)
-    )
-    by_group = gradients(extractor(images))
-    monkeypatch.setattr(timm.models.efficientnet, "checkpoint", timm_checkpoint)
-    chunks = [checkpoint(extractor._stages, chunk, use_reentrant=False) for chunk in images.split(2)]
-    whole_chunks = gradients([torch.cat(stage) for stage in zip(*chunks, strict=True)])
-    assert len(group_checkpoints) == 2 * 2 * len(extractor.body.blocks)  # 2 chunks, each run twice
-    assert not extractor.body.grad_checkpointing
-    for expected, actual in zip(whole_chunks, by_group, strict=True):
-        assert torch.equal(actual, expected)
 
 
 @pytest.mark.parametrize(

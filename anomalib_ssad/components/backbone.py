@@ -111,26 +111,10 @@ class FeatureExtractor(nn.Module):
             # the backward pass, so memory holds one chunk's activations instead of the whole batch's (same
             # gradients; a train-mode backbone would update its BatchNorm statistics twice, so it is excluded).
             def stages(chunk: torch.Tensor) -> list[torch.Tensor]:
-                return checkpoint(self._stages_by_group, chunk, use_reentrant=False)
+                return checkpoint(self._stages, chunk, use_reentrant=False)
 
         chunks = [stages(chunk) for chunk in x.split(micro_batch)]
         return [torch.cat(stage) for stage in zip(*chunks, strict=True)]
-
-    def _stages_by_group(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """:meth:`_stages`, each block group of a timm body checkpointed too (a recomputed chunk's backward).
-
-        Memory then holds one group's activations of one chunk rather than the whole chunk's, for one more
-        forward pass of each group; every operation runs on the same tensors, so the gradients are the same,
-        bit for bit. Bodies without ``set_grad_checkpointing`` (torchvision's ResNet) run as they are.
-        """
-        set_grad_checkpointing = getattr(self.body, "set_grad_checkpointing", None)
-        if set_grad_checkpointing is None:
-            return self._stages(x)
-        set_grad_checkpointing(True)
-        try:
-            return self._stages(x)
-        finally:
-            set_grad_checkpointing(False)
 
     def _stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = self.body(x)
