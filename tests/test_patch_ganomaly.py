@@ -6,7 +6,7 @@
 import pytest
 import torch
 
-from anomalib_ssad.components.patch_grid import crop_patches, random_crops
+from anomalib_ssad.components.patch_grid import assemble_anomaly_map, crop_patches, random_crops
 from anomalib_ssad.models.patch_ganomaly.torch_model import PatchGanomalyModel
 from tests.conftest import assert_checkpoint_round_trip, fit_and_test_on_demo
 from tests.test_ssad_end_to_end import assert_onnx_export_matches_checkpoint, train_with_cli
@@ -41,8 +41,11 @@ def test_scores_every_window_of_any_image_size() -> None:
                 for left in range(0, 65, 16)
             ]
         )
+    # The map is built from those scores (3 rows of 5 windows); the image score is the smoothed map's peak.
+    expected_map = assemble_anomaly_map(expected.T.reshape(2, 3, 5), (70, 100), 32, model.blur)
     assert output.anomaly_map.shape == (2, 1, 70, 100)
-    torch.testing.assert_close(output.pred_score, expected.amax(dim=0))
+    torch.testing.assert_close(output.anomaly_map, expected_map)
+    torch.testing.assert_close(output.pred_score, expected_map.flatten(1).amax(dim=1))
     with pytest.raises(ValueError, match="smaller than patch_size 32"):
         model(torch.rand(1, 3, 24, 64))
 

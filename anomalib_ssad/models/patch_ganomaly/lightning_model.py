@@ -6,8 +6,8 @@
 Every training step cuts ``crops_per_image`` random ``patch_size`` crops out of each normal image and trains
 anomalib's GANomaly generator and discriminator on them with anomalib's losses (adversarial, contextual L1,
 latent) and Adam, exactly as anomalib's :class:`~anomalib.models.Ganomaly` trains on whole images. At inference
-every window of a sliding grid is scored (:class:`~.torch_model.PatchGanomalyModel`): the image score is the
-highest window score and the anomaly map interpolates the window scores, so the model runs on images of any size
+every window of a sliding grid is scored (:class:`~.torch_model.PatchGanomalyModel`): the anomaly map interpolates
+and smooths the window scores and the image score is its peak, so the model runs on images of any size
 at least one patch wide. ``pretrained_encoder=True`` is the transfer-learning variant (ImageNet encoders).
 
 Unlike anomalib's GANomaly, scores are not min-max normalised with the test set's own extremes: the

@@ -7,7 +7,8 @@ The generator (encoder, decoder, second encoder) and the discriminator are anoma
 :class:`~anomalib.models.image.ganomaly.torch_model.GanomalyModel`, built for ``patch_size`` inputs. Training
 mode runs them on patches (random crops of normal images); eval mode cuts every window of a sliding grid out of
 the image, scores each window, and turns the window scores into an anomaly map with the project's patch-grid
-code, so the model works on any image at least one patch wide. A window's score is GANomaly's latent distance
+code, so the model works on any image at least one patch wide. The image score is the peak of that (smoothed)
+map, as for SSAD and CutPaste. A window's score is GANomaly's latent distance
 ``mean((z - z')^2)`` (``score="latent"``) or its reconstruction error ``mean((x - G(x))^2)``
 (``score="reconstruction"``).
 
@@ -160,4 +161,4 @@ class PatchGanomalyModel(nn.Module):
         chunks = [patches] if torch.compiler.is_exporting() else patches.split(self.patch_batch_size)
         grid_scores = torch.cat([self.window_scores(chunk) for chunk in chunks]).reshape(images.shape[0], *grid)
         anomaly_map = assemble_anomaly_map(grid_scores, image_size, self.patch_size, self.blur)
-        return InferenceBatch(pred_score=grid_scores.flatten(1).amax(dim=1), anomaly_map=anomaly_map)
+        return InferenceBatch(pred_score=anomaly_map.flatten(1).amax(dim=1), anomaly_map=anomaly_map)
