@@ -29,6 +29,7 @@ Example:
 from collections.abc import Sequence
 
 import torch
+from anomalib.data import InferenceBatch
 from anomalib.models.components.filters import GaussianBlur2d
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
@@ -178,6 +179,21 @@ def assemble_anomaly_map(
     score_map = F.interpolate(grid_scores.unsqueeze(1), size=inner, mode="bilinear", align_corners=True)
     score_map = F.pad(score_map, (half, width - inner[1] - half, half, height - inner[0] - half), mode="replicate")
     return blur(score_map) if blur is not None else score_map
+
+
+def grid_inference_batch(
+    grid_scores: torch.Tensor,
+    image_size: tuple[int, int],
+    patch_size: int,
+    blur: nn.Module | None = None,
+) -> InferenceBatch:
+    """Window scores ``[B, Gh, Gw]`` as an ``InferenceBatch``: their anomaly map and its peak as image score.
+
+    The peak of the smoothed map rather than the highest window score: one noisy cell or window does not decide
+    the image score (see :func:`assemble_anomaly_map` for the map).
+    """
+    anomaly_map = assemble_anomaly_map(grid_scores, image_size, patch_size, blur)
+    return InferenceBatch(pred_score=anomaly_map.flatten(1).amax(dim=1), anomaly_map=anomaly_map)
 
 
 def gaussian_blur(sigma: float) -> nn.Module | None:

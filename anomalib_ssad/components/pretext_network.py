@@ -43,10 +43,10 @@ from anomalib_ssad.validation import check_choice, check_non_negative, check_pos
 from .backbone import build_backbone
 from .grad_cam import grad_cam
 from .patch_grid import (
-    assemble_anomaly_map,
     crop_patches,
     dense_patch_features,
     gaussian_blur,
+    grid_inference_batch,
     local_cell_features,
     patch_grid_size,
 )
@@ -287,9 +287,7 @@ class PretextNetwork(nn.Module):
         image_size = (images.shape[-2], images.shape[-1])
         if self.localization in {"dense", "patch"}:
             grid_scores, window = self._grid_scores(images)
-            anomaly_map = assemble_anomaly_map(grid_scores, image_size, window, self.blur)
-            # The smoothed map's peak: one noisy cell or window does not decide the image score.
-            return InferenceBatch(pred_score=anomaly_map.flatten(1).amax(dim=1), anomaly_map=anomaly_map)
+            return grid_inference_batch(grid_scores, image_size, window, self.blur)
         groups, stage_maps = self._image_groups(images)
         score, embedding_gradient = self.scorer.score_with_gradient(self._scored(groups))
         anomaly_map = self._grad_cam(stage_maps, groups[-1], embedding_gradient, score, image_size)

@@ -35,7 +35,7 @@ from anomalib.models.image.ganomaly.torch_model import GanomalyModel
 from torch import nn
 
 from anomalib_ssad.components.backbone import build_backbone
-from anomalib_ssad.components.patch_grid import assemble_anomaly_map, crop_patches, gaussian_blur, patch_grid_size
+from anomalib_ssad.components.patch_grid import crop_patches, gaussian_blur, grid_inference_batch, patch_grid_size
 from anomalib_ssad.validation import check_choice, check_non_negative, check_positive
 
 PatchScore = Literal["latent", "reconstruction"]
@@ -160,5 +160,4 @@ class PatchGanomalyModel(nn.Module):
         # A loop over chunks would pin the batch size into an exported graph: exports score all windows at once.
         chunks = [patches] if torch.compiler.is_exporting() else patches.split(self.patch_batch_size)
         grid_scores = torch.cat([self.window_scores(chunk) for chunk in chunks]).reshape(images.shape[0], *grid)
-        anomaly_map = assemble_anomaly_map(grid_scores, image_size, self.patch_size, self.blur)
-        return InferenceBatch(pred_score=anomaly_map.flatten(1).amax(dim=1), anomaly_map=anomaly_map)
+        return grid_inference_batch(grid_scores, image_size, self.patch_size, self.blur)
