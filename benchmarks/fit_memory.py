@@ -54,6 +54,7 @@ def main() -> None:
     job = jobs[0]
     OUTPUT.mkdir(parents=True, exist_ok=True)
     command = "`python benchmarks/fit_memory.py --dataset DATASET --seed SEED --repeats N [--env NAME=VALUE]`"
+    commit = _commit()  # the code the jobs start from, read once before they run
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as scratch:
             job.output = scratch  # checkpoints and predictions are not kept
@@ -61,7 +62,7 @@ def main() -> None:
         if result["status"] != "ok":
             raise SystemExit(result["error"])
         row = {key: result.get(key, "") for key in COLUMNS}
-        row.update(commit=_commit(), dataset=result["dataset"], env=" ".join(args.env) or "(none)")
+        row.update(commit=commit, dataset=result["dataset"], env=" ".join(args.env) or "(none)")
         for key in ("image_AUROC", "pixel_AUROC", "pixel_AUPRO"):
             row[key] = f"{float(result[key]):.4f}"
         print(row, flush=True)
