@@ -25,7 +25,7 @@ from tables import read_rows, write_table
 from anomalib_ssad import SSAD
 from anomalib_ssad.components import gaussian_blur
 from anomalib_ssad.components.memory_bank import CentredParts
-from anomalib_ssad.components.scorers import CellScorer, ScorerBag
+from anomalib_ssad.components.scorers import CellScorer, PartScorer, ScorerBag
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATASETS = {
@@ -45,6 +45,9 @@ TRAININGS = [
         DEFAULT,
         [
             ("default", {}),
+            ("cells alone (rerun beside the context rows)", {"context_cells": 0}),
+            ("cell + its 5x5-cell mean, one k-NN", {"context_cells": 5}),
+            ("cell + its 5x5-cell mean, a k-NN each", {"context_cells": 5, "scales": "apart"}),
             ("3 bank draws, bank seed 1", {"bank_seed": 1}),
             ("3 bank draws, bank seed 2", {"bank_seed": 2}),
             ("one bank draw, bank seed 0 (previous default)", {**ONE_DRAW, "bank_seed": 0}),
@@ -163,6 +166,8 @@ DEFAULT_SCORING = {
     "image_centred": False,
     "bank_seed": None,
     "memory_bank_draws": None,
+    "context_cells": None,
+    "scales": "joint",
 }
 
 
@@ -171,11 +176,13 @@ def rescore(model: SSAD, engine: Engine, datamodule: MVTecAD, scoring: dict) -> 
     scoring = {**DEFAULT_SCORING, **scoring}
     model.model.scored_features = scoring["dense_features"]
     model.model.__dict__.pop("dense_embeddings", None)
+    if scoring["context_cells"] is not None:
+        model.model.context_cells = scoring["context_cells"]
     part_sizes = model.model.scored_part_sizes
     if scoring["image_centred"]:
         part_sizes = _image_centred(model.model)
 
-    def cell_scorer() -> CellScorer:
+    def cell_scorer(part_sizes: tuple[int, ...] = part_sizes) -> CellScorer:
         scorer = CellScorer(
             part_sizes,
             scoring["memory_bank_size"] or model.hparams.memory_bank_size,
@@ -190,7 +197,17 @@ def rescore(model: SSAD, engine: Engine, datamodule: MVTecAD, scoring: dict) -> 
         return scorer
 
     draws = scoring["memory_bank_draws"] or model.hparams.memory_bank_draws
-    model.model.scorer = ScorerBag.of(cell_scorer, draws)
+    build = cell_scorer
+    if scoring["scales"] == "apart":
+        # The cell and its context each by its own k-NN (own banks, own nearest normal cells), scores averaged.
+        def build() -> PartScorer:
+            half = len(part_sizes) // 2
+            return PartScorer(
+                (sum(part_sizes[:half]), sum(part_sizes[half:])),
+                [cell_scorer(part_sizes[:half]), cell_scorer(part_sizes[half:])],
+            )
+
+    model.model.scorer = ScorerBag.of(build, draws)
     model.model.blur = gaussian_blur(scoring["sigma"])
     # The bank's random draws (row subset, holdout, coreset candidates) follow the model's seed.
     trained_seed = model.seed

@@ -320,7 +320,7 @@ def test_engine_fit_test_and_checkpoint_round_trip(tmp_path, demo_root) -> None:
     torch.testing.assert_close(restored.model.scorer.scale, model.model.scorer.scale)
     # A checkpoint of 0.3 or earlier (no format key) held a bank of the stages normalised as one part: refused.
     saved = torch.load(tmp_path / "model.ckpt", map_location="cpu", weights_only=False)
-    assert saved.pop(CHECKPOINT_FORMAT_KEY) == CHECKPOINT_FORMAT == 2
+    assert saved.pop(CHECKPOINT_FORMAT_KEY) == CHECKPOINT_FORMAT == 3
     torch.save(saved, tmp_path / "old.ckpt")
     with pytest.raises(ValueError, match=r"saved by anomalib-ssad 0\.3 or earlier, whose k-NN compared the pooled"):
         CutPaste.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu", weights_only=False)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from anomalib_ssad import SSAD
-from anomalib_ssad.components import cell_labels, local_cell_features
+from anomalib_ssad.components import PretextNetwork, cell_labels, local_cell_features, with_cell_context
+from anomalib_ssad.components.scorers import CellScorer
 from anomalib_ssad.models import pretext_module
 from anomalib_ssad.models.pretext_module import balanced_cross_entropy
 from anomalib_ssad.models.ssad.torch_model import build_ssad_network
@@ -44,6 +45,47 @@ def test_local_features_average_a_neighbourhood_without_border_dilution():
     assert features.shape == (1, 3, 8, 8)
     # A constant map stays constant up to the corners (no zero padding pulled in).
     torch.testing.assert_close(features[:, :2], fine)
+
+
+def test_cell_context_is_the_mean_of_the_neighbourhood_inside_the_grid():
+    cells = torch.arange(2 * 6 * 7 * 3, dtype=torch.float32).view(2, 6, 7, 3)
+    widened = with_cell_context(cells, size=5)
+    assert widened.shape == (2, 6, 7, 6)
+    torch.testing.assert_close(widened[..., :3], cells)
+    torch.testing.assert_close(widened[1, 3, 3, 3:], cells[1, 1:6, 1:6].mean(dim=(0, 1)))
+    # A corner averages only the 3 x 3 cells of its neighbourhood that lie inside the grid (no zero padding).
+    torch.testing.assert_close(widened[0, 0, 0, 3:], cells[0, :3, :3].mean(dim=(0, 1)))
+
+
+@pytest.mark.parametrize("dense_features", ["backbone+head", "backbone"])
+def test_context_cells_score_every_part_beside_its_context_and_bad_values_fail(dense_features):
+    torch.manual_seed(0)
+    model = build_ssad_network(
+        backbone="resnet18", pretrained=False, dense_features=dense_features, context_cells=5
+    ).eval()
+    parts = {"backbone+head": (384, 128), "backbone": (384,)}[dense_features]
+    assert model.scored_part_sizes == parts * 2
+    with torch.no_grad():
+        cells = model.dense_embeddings(torch.rand(2, 3, 64, 96))[0]
+        model.scorer.fit(model.normal_embeddings(torch.rand(3, 3, 64, 64)))
+        output = model(torch.rand(2, 3, 64, 96))
+    assert cells.shape == (2, 8, 12, 2 * sum(parts))
+    torch.testing.assert_close(
+        cells[..., sum(parts) :], with_cell_context(cells[..., : sum(parts)], 5)[..., sum(parts) :]
+    )
+    assert output.anomaly_map.shape == (2, 1, 64, 96)
+    # Patch and image modes have no cells to widen: the SSAD network ignores it there, PretextNetwork refuses it.
+    patch = build_ssad_network(backbone="resnet18", pretrained=False, localization="patch", context_cells=5)
+    assert patch.context_cells == 0
+    for value, localization in ((4, "dense"), (1, "dense"), (-3, "dense"), (3, "patch")):
+        with pytest.raises(ValueError, match="context_cells"):
+            PretextNetwork(
+                backbone="resnet18",
+                pretrained=False,
+                localization=localization,
+                context_cells=value,
+                scorer=lambda network: CellScorer(network.scored_part_sizes),
+            )
 
 
 def test_balanced_cross_entropy_weighs_classes_equally():

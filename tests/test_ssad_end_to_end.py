@@ -151,6 +151,22 @@ def test_cli_test_and_predict(trained_run, demo_root):
     assert written == sorted(path.name for path in images.glob("*.png"))
 
 
+def test_checkpoint_of_cells_scored_alone_loads_as_it_was_saved_only(trained_run, tmp_path):
+    """A dense checkpoint of 0.4 or earlier (no format 3, no context_cells) holds banks of cells alone."""
+    from anomalib_ssad import SSAD
+    from anomalib_ssad.models.base import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_KEY
+
+    _, run_dir = trained_run
+    saved = torch.load(run_dir / "weights" / "lightning" / "model.ckpt", map_location="cpu", weights_only=False)
+    assert saved.pop(CHECKPOINT_FORMAT_KEY) == CHECKPOINT_FORMAT == 3
+    assert saved["hyper_parameters"].pop("context_cells") == 0
+    torch.save(saved, tmp_path / "old.ckpt")
+    restored = SSAD.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu", weights_only=False)
+    assert restored.model.context_cells == 0
+    with pytest.raises(ValueError, match=r"0\.4 or earlier.*--model\.context_cells 0"):
+        SSAD.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu", weights_only=False, context_cells=5)
+
+
 def test_cli_predict_writes_a_table_of_scores(trained_run, demo_root):
     """The README's predict command with the PredictionTable callback: one CSV row per image, maps beside it."""
     workdir, run_dir = trained_run

@@ -14,7 +14,7 @@
   :class:`PartScorer` (one scorer per part of an embedding) and :class:`ScorerBag` (the mean of several, each
   fitted on its own share of the rows);
 - the network both models share (backbone, fusion, heads, classifier, localization): :class:`PretextNetwork`;
-- localization: :func:`local_cell_features` and :func:`cell_labels` (dense, the default),
+- localization: :func:`local_cell_features`, :func:`with_cell_context` and :func:`cell_labels` (dense, the default),
   :func:`grad_cam` (image level), :func:`dense_patch_features` / :func:`crop_patches` (windows) and
   :func:`assemble_anomaly_map`;
 - anomalib's post-processor with a memory-bounded pixel threshold: :class:`SubgridPostProcessor`.
@@ -33,6 +33,7 @@ from .patch_grid import (
     gaussian_blur,
     local_cell_features,
     patch_grid_size,
+    with_cell_context,
 )
 from .post_processor import SubgridPostProcessor
 from .pre_processor import PretextPreProcessor
@@ -72,4 +73,5 @@ __all__ = [
     "ledoit_wolf",
     "local_cell_features",
     "patch_grid_size",
+    "with_cell_context",
 ]

@@ -5,8 +5,9 @@
 
 Locally aware cell features (the default, ``localization="dense"``): :func:`local_cell_features` averages every
 chosen backbone stage over a 3x3 neighbourhood of cells and resamples it onto the finest stage's grid (one cell
-per ``stride`` pixels), as PatchCore does; :func:`cell_labels` labels every cell of an image with a synthetic
-defect from the defect's exact mask, so the pretext task trains on exactly the cells that are scored.
+per ``stride`` pixels), as PatchCore does; :func:`with_cell_context` sets each cell's mean over a wider
+neighbourhood beside it (a coarser scale, scored with it); :func:`cell_labels` labels every cell of an image with
+a synthetic defect from the defect's exact mask, so the pretext task trains on exactly the cells that are scored.
 
 Two ways to get one feature vector per ``patch_size`` window at ``stride`` (the paper's crop-based task):
 
@@ -125,13 +126,36 @@ def local_cell_features(
     grid = stage_maps[stages[0]].shape[-2:]
     features = []
     for index in stages:
-        feature_map = F.avg_pool2d(
-            stage_maps[index], neighbourhood, stride=1, padding=neighbourhood // 2, count_include_pad=False
-        )
+        feature_map = neighbourhood_mean(stage_maps[index], neighbourhood)
         if feature_map.shape[-2:] != grid:
             feature_map = F.interpolate(feature_map, size=grid, mode="bilinear", align_corners=False)
         features.append(feature_map)
     return torch.cat(features, dim=1)
+
+
+def neighbourhood_mean(feature_map: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean of every cell's ``size`` x ``size`` neighbourhood (odd ``size``) of ``feature_map [B, C, H, W]``.
+
+    Windows that overlap the border average only the cells inside the grid, so border cells are not diluted by
+    zero padding.
+    """
+    return F.avg_pool2d(feature_map, size, stride=1, padding=size // 2, count_include_pad=False)
+
+
+def with_cell_context(cells: torch.Tensor, size: int) -> torch.Tensor:
+    """Every cell's feature beside its mean over ``size`` x ``size`` cells: ``[B, Gh, Gw, C]`` to ``[..., 2C]``.
+
+    The second part is a coarser scale of the same feature. Its normal variation is lower than a single cell's,
+    so a faint change that covers a region (a band of another brightness or finish) stands out in it, while the
+    first part keeps the detail of thin defects.
+
+    Example:
+        >>> import torch
+        >>> with_cell_context(torch.rand(1, 32, 32, 8), size=5).shape
+        torch.Size([1, 32, 32, 16])
+    """
+    context = neighbourhood_mean(cells.permute(0, 3, 1, 2), size).permute(0, 2, 3, 1)
+    return torch.cat([cells, context], dim=-1)
 
 
 def cell_labels(

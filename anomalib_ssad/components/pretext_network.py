@@ -8,7 +8,8 @@ Three localization modes, each with the pretext task that matches what it scores
 - ``"dense"``: one backbone pass per image; every cell of the stride-8 grid gets a locally aware feature
   (:func:`~anomalib_ssad.components.patch_grid.local_cell_features` of the first two stages) and a head
   embedding. Training classifies every cell of images with synthetic defects (the labels come from the defects'
-  masks); scoring embeds every cell of the test image the same way.
+  masks); scoring embeds every cell of the test image the same way, optionally beside the cell's mean over a
+  wider neighbourhood (``context_cells``: a coarser scale of the same embedding).
 - ``"patch"``: the paper's patch level: training on ``patch_size`` crops, scoring every window of a sliding
   grid (windows pooled from one pass, or each window cropped and embedded alone).
 - ``"image"``: whole-image embeddings; the anomaly map is Grad-CAM of the image score.
@@ -49,6 +50,7 @@ from .patch_grid import (
     grid_inference_batch,
     local_cell_features,
     patch_grid_size,
+    with_cell_context,
 )
 from .projection_head import ProjectionHead
 
@@ -83,11 +85,15 @@ class PretextNetwork(nn.Module):
             embedded on its own, in batches of ``patch_batch_size``).
         patch_batch_size: Windows per backbone pass in ``"crops"`` mode.
         sigma: Gaussian smoothing of the patch-level map, in pixels (0 disables).
+        context_cells: ``"dense"`` mode: score each cell's embedding beside its mean over ``context_cells`` x
+            ``context_cells`` cells (odd; :func:`~anomalib_ssad.components.patch_grid.with_cell_context`), or
+            the cell alone (``0``).
         scorer: Builds the scorer from the finished network (e.g. ``lambda network: KnnScorer(len(network.heads))``;
             see :mod:`~anomalib_ssad.components.scorers`); it is kept as ``self.scorer``.
 
     Raises:
-        ValueError: For an unknown ``fusion``, ``localization`` or ``patch_embedding``, or a size out of range.
+        ValueError: For an unknown ``fusion``, ``localization`` or ``patch_embedding``, a size out of range, or
+            ``context_cells`` outside ``"dense"`` mode.
     """
 
     def __init__(
@@ -105,6 +111,7 @@ class PretextNetwork(nn.Module):
         patch_embedding: PatchEmbedding = "dense",
         patch_batch_size: int = 1024,
         sigma: float = 4.0,
+        context_cells: int = 0,
         *,
         scorer: Callable[["PretextNetwork"], nn.Module],
     ) -> None:
@@ -115,6 +122,12 @@ class PretextNetwork(nn.Module):
         check_choice("patch_embedding", patch_embedding, PatchEmbedding)
         check_positive(patch_size=patch_size, patch_stride=patch_stride, patch_batch_size=patch_batch_size)
         check_non_negative(sigma=sigma)
+        if context_cells and (context_cells < 3 or context_cells % 2 == 0):
+            msg = f"context_cells must be 0 (off) or an odd number >= 3 of cells, got {context_cells!r}."
+            raise ValueError(msg)
+        if context_cells and localization != "dense":
+            msg = f"context_cells widens the cells of localization='dense'; localization={localization!r} has none."
+            raise ValueError(msg)
         if not head_dims or min(head_dims) < 1:
             msg = f"head_dims must be a non-empty list of positive sizes, got {list(head_dims)!r}."
             raise ValueError(msg)
@@ -132,6 +145,7 @@ class PretextNetwork(nn.Module):
         self.patch_embedding = patch_embedding
         self.patch_batch_size = patch_batch_size
         self.blur = gaussian_blur(sigma)
+        self.context_cells = context_cells
         self.scorer = scorer(self)
 
     def _group_stages(self, pooled: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -205,23 +219,27 @@ class PretextNetwork(nn.Module):
     def dense_embeddings(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Scored embedding of every cell, ``[B, Gh, Gw, D]`` (one tensor: ``"dense"`` mode has one head).
 
-        ``"backbone+head"`` concatenates the locally aware backbone feature and the head embedding; the scorer
-        compares them (:class:`~anomalib_ssad.components.memory_bank.CellScorer`).
+        ``"backbone+head"`` concatenates the locally aware backbone feature and the head embedding; with
+        ``context_cells`` the whole is followed by its mean over the cell's neighbourhood. The scorer compares
+        the parts (:attr:`scored_part_sizes`; :class:`~anomalib_ssad.components.scorers.CellScorer`).
         """
-        return self._scored([self.cell_features(images)])
+        embedding = self._scored([self.cell_features(images)])[0]
+        return [with_cell_context(embedding, self.context_cells) if self.context_cells else embedding]
 
     @property
     def scored_part_sizes(self) -> tuple[int, ...]:
         """Sizes of the parts of the last head's scored embedding (backbone feature, head embedding).
 
-        A scorer that compares the parts apart (:class:`~anomalib_ssad.components.scorers.CellScorer`) reads them.
+        With ``context_cells`` the parts repeat for the cell's context. A scorer that compares the parts apart
+        (:class:`~anomalib_ssad.components.scorers.CellScorer`) reads them.
         """
         head = self.heads[-1]
-        return {
+        parts = {
             "backbone": (head.in_features,),
             "head": (head.out_features,),
             "backbone+head": (head.in_features, head.out_features),
         }[self.scored_features]
+        return parts * 2 if self.context_cells else parts
 
     def _head_stages(self) -> list[tuple[int, ...]]:
         """Channels of the backbone stages that feed each head, in order; a head's input is their concatenation.

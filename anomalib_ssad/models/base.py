@@ -47,8 +47,9 @@ logger = logging.getLogger(__name__)
 RANK_SEED_STRIDE = 1_000_003
 # Saved in every checkpoint; bumped when a fitted scorer's saved state is read differently than before.
 # 2 (anomalib-ssad 0.4): CutPaste's k-NN compares each pooled backbone stage apart. Absent: 0.3 or earlier.
+# 3 (anomalib-ssad 0.5): SSAD's dense cells may be scored beside their context (``context_cells``).
 CHECKPOINT_FORMAT_KEY = "anomalib_ssad_checkpoint_format"
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 
 
 class PluginAnomalyModule(AnomalibModule):

@@ -31,7 +31,7 @@ from anomalib_ssad.components.memory_bank import Sampler, Search
 from anomalib_ssad.components.object_mask import MaskMode
 from anomalib_ssad.components.scorers import BankSource, CellDistance
 from anomalib_ssad.components.synthetic import SyntheticAnomalyGenerator
-from anomalib_ssad.models.base import seeded
+from anomalib_ssad.models.base import CHECKPOINT_FORMAT_KEY, seeded
 from anomalib_ssad.models.pretext_module import PretextAnomalyModule
 from anomalib_ssad.validation import check_fraction, check_interval, check_non_negative, check_positive
 
@@ -82,6 +82,11 @@ class SSAD(PretextAnomalyModule):
             its own random share of the normal cells, whose scores are averaged. One draw's bank keeps rare
             normal patterns another misses; the mean of 3 (the default) moves far less with the draw than one
             (README, ablation), at three times the k-NN search per cell.
+        context_cells: ``"dense"`` mode: compare each cell's scored embedding beside its mean over
+            ``context_cells`` x ``context_cells`` cells (odd, e.g. 5: about 40 px at stride 8), a coarser scale
+            whose normal variation is lower, so faint changes that cover a region stand out in it while thin
+            defects still show in the cell itself; ``0`` (the default) scores the cell alone. Doubles the
+            scored embedding and so roughly the k-NN search (README, ablation).
         knn_search: ``"exact"`` (the default; chunked, exportable) or ``"faiss"`` (an approximate HNSW index for
             large banks, ``pip install faiss-cpu``; exports search exactly; recall in ``benchmarks/knn_index.py``).
         memory_bank_source: ``"eval"`` rebuilds the bank from clean training images in eval mode before every
@@ -140,6 +145,7 @@ class SSAD(PretextAnomalyModule):
         memory_bank_source: BankSource = "eval",
         memory_bank_sampler: Sampler = "coreset",
         memory_bank_draws: int = 3,
+        context_cells: int = 0,
         knn_search: Search = "exact",
         warmup_epochs: int = 2,
         finetune_epochs: int = 4,
@@ -209,6 +215,7 @@ class SSAD(PretextAnomalyModule):
                 memory_bank_size=memory_bank_size,
                 memory_bank_sampler=memory_bank_sampler,
                 memory_bank_draws=memory_bank_draws,
+                context_cells=context_cells,
                 num_neighbors=num_neighbors,
                 localization=localization,
                 dense_features=dense_features,
@@ -245,3 +252,20 @@ class SSAD(PretextAnomalyModule):
             if localization == "patch"
             else SyntheticAnomalyGenerator.image_level(**generator_args)
         )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore anomalib's components; refuse cells saved without context into a model that scores context.
+
+        Raises:
+            ValueError: For a dense checkpoint of anomalib-ssad 0.4 or earlier (its banks hold cells alone) loaded
+                with ``context_cells`` other than 0.
+        """
+        super().on_load_checkpoint(checkpoint)
+        saved_alone = "context_cells" not in checkpoint.get("hyper_parameters", {})
+        if saved_alone and self.model.context_cells and checkpoint.get(CHECKPOINT_FORMAT_KEY, 1) < 3:
+            msg = (
+                "This SSAD checkpoint was saved by anomalib-ssad 0.4 or earlier, whose memory banks hold each cell "
+                f"alone; this model scores cells beside their context (context_cells={self.model.context_cells}). "
+                "Load it with context_cells=0 (--model.context_cells 0), or retrain."
+            )
+            raise ValueError(msg)

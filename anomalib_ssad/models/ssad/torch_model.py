@@ -63,6 +63,7 @@ def build_ssad_network(
     knn_search: Search = "exact",
     memory_bank_source: BankSource = "eval",
     memory_bank_draws: int = 3,
+    context_cells: int = 0,
 ) -> PretextNetwork:
     """SSAD's network: a :class:`~anomalib_ssad.components.PretextNetwork` given SSAD's k-NN scorer.
 
@@ -96,6 +97,8 @@ def build_ssad_network(
             ``"dense"`` mode): see :class:`~anomalib_ssad.components.KnnScorer`.
         memory_bank_draws: ``"dense"`` mode: scorers, each with its own banks drawn from its own share of the
             normal cells, whose scores are averaged (:class:`~anomalib_ssad.components.scorers.ScorerBag`).
+        context_cells: ``"dense"`` mode: each cell is scored beside its mean over ``context_cells`` x
+            ``context_cells`` cells (``0``: alone; see :class:`PretextNetwork`). Other modes ignore it.
 
     Returns:
         The network; its ``scorer`` is fitted by ``scorer.fit(network.normal_embeddings(images))``.
@@ -154,5 +157,6 @@ def build_ssad_network(
         patch_embedding=patch_embedding,
         patch_batch_size=patch_batch_size,
         sigma=sigma,
+        context_cells=context_cells if localization == "dense" else 0,
         scorer=scorer,
     )
