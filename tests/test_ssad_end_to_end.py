@@ -163,8 +163,11 @@ def test_checkpoint_of_cells_scored_alone_loads_as_it_was_saved_only(trained_run
     torch.save(saved, tmp_path / "old.ckpt")
     restored = SSAD.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu", weights_only=False)
     assert restored.model.context_cells == 0
+    # A model built to score context (as `anomalib test --ckpt_path ... --model.context_cells 5` builds it) is
+    # restored through on_load_checkpoint, which refuses that checkpoint.
+    widened = SSAD(**TINY_MODEL, context_cells=5)
     with pytest.raises(ValueError, match=r"0\.4 or earlier.*--model\.context_cells 0"):
-        SSAD.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu", weights_only=False, context_cells=5)
+        widened.on_load_checkpoint(saved)
 
 
 def test_cli_predict_writes_a_table_of_scores(trained_run, demo_root):
