@@ -3,8 +3,7 @@
 Each training variant is fitted once per dataset; scoring variants (what a cell's embedding holds, how the
 memory bank is subsampled and with which seed, map smoothing, neighbours, a cell's context) then only refill the
 bank from the same trained network and test again, so the rows of one training differ in exactly one scoring
-choice. Every
-row uses the runner's Evaluator, 256 px (or the dataset's own size), seed 0.
+choice. Every row uses the runner's Evaluator, 256 px (or the dataset's own size), seed 0.
 
 Usage (from the project root; results are appended as they come and the table is rewritten)::
 
