@@ -33,7 +33,6 @@ from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from anomalib_ssad.allocator import release_freed_memory
 from anomalib_ssad.components import PretextPreProcessor, cell_labels
 from anomalib_ssad.components.pretext_network import PretextNetwork
 from anomalib_ssad.components.synthetic import SyntheticAnomalyGenerator
@@ -284,10 +283,6 @@ class PretextAnomalyModule(PluginAnomalyModule):
             self.log("train_accuracy", accuracy, on_epoch=True, on_step=False, batch_size=len(labels))
         loss = torch.stack(losses).mean()
         self.log("train_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(pool_labels))
-        if self.device.type == "cpu" and self.current_epoch >= self.warmup_epochs:
-            # Fine-tuning steps free about a gigabyte each; without this, glibc's reuse of it sets the fit's
-            # peak RSS, which then differs by up to ~0.9 GB between identical runs.
-            release_freed_memory()
         return loss
 
     def _check_finite(self, values: torch.Tensor, name: str) -> None:
