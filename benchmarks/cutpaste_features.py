@@ -12,10 +12,17 @@ Usage (from the project root; results are appended as they come and the table is
     python benchmarks/cutpaste_features.py                       # every dataset and schedule, seeds 0, 1, 2
     python benchmarks/cutpaste_features.py --datasets kolektorsdd --seeds 0 \
         --trainings "2 head-only epochs (backbone frozen)"       # one schedule (the names are in TRAININGS)
+    python benchmarks/cutpaste_features.py --trainings "2 head-only epochs (backbone frozen)" \
+        --scorings backbone+head/knn+gaussian backbone+head/knn3+gaussian \
+        --output benchmarks/results/cutpaste_bank_draws                # the bank-draws probe
+
+``knn3+gaussian`` is not a package scorer: the default's k-NN half averaged over 3 bank draws, each fitted on its
+own third of the normal windows (:class:`~anomalib_ssad.components.scorers.ScorerBag`, as SSAD's cells are).
 """
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 from fitting import fit, refit_scorer
@@ -23,6 +30,8 @@ from lightning.pytorch import seed_everything
 from tables import read_rows, write_table
 
 from anomalib_ssad import CutPaste
+from anomalib_ssad.components.pretext_network import PretextNetwork
+from anomalib_ssad.components.scorers import CellScorer, GaussianScorer, PartScorer, Scorer, ScorerBag
 from anomalib_ssad.models.cutpaste.torch_model import build_cutpaste_scorer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -39,6 +48,10 @@ SCORINGS = (
     ("backbone+head", "gaussian"),
     ("backbone+head", "knn"),
 )
+# Scorings run only when named (--scorings): not package options.
+EXTRA_SCORINGS = (("backbone+head", "knn3+gaussian"),)
+BANK_DRAWS = 3
+DEFAULT_OUTPUT = Path("benchmarks/results/cutpaste_features")
 # (schedule name, CutPaste arguments); the first is the default.
 TRAININGS = {
     "2 head-only epochs (backbone frozen)": {},
@@ -49,24 +62,44 @@ METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO")
 COLUMNS = ("dataset", "training", "seed", "scored_features", "scorer", *METRICS, "fit_seconds")
 
 
-def run(dataset: str, training: str, seed: int, output: Path) -> None:
-    """Fit CutPaste once with a schedule, then test it with each scoring (scorer and post-processor refitted)."""
+def build_scorer(scorer: str, network: PretextNetwork) -> Scorer:
+    """The package's CutPaste scorer, or ``knn3+gaussian``: the k-NN half over :data:`BANK_DRAWS` bank draws."""
+    if scorer != "knn3+gaussian":
+        return build_cutpaste_scorer(scorer, network)
+    return PartScorer(
+        network.scored_part_sizes,
+        [ScorerBag.of(lambda: CellScorer(network.stage_sizes), BANK_DRAWS), GaussianScorer()],
+    )
+
+
+def run(
+    dataset: str,
+    training: str,
+    seed: int,
+    output: Path,
+    scorings: tuple[tuple[str, str], ...] = SCORINGS,
+    command: str = "python benchmarks/cutpaste_features.py",
+) -> None:
+    """Fit CutPaste once with a schedule, then test it with each scoring (scorer and post-processor refitted).
+
+    ``command`` is the table's header: the command that reruns it.
+    """
     key = (dataset, training, str(seed))
     done = {
         (row["scored_features"], row["scorer"])
         for row in _rows(output)
         if (row["dataset"], row["training"], row["seed"]) == key
     }
-    if done >= set(SCORINGS):
+    if done >= set(scorings):
         return
     seed_everything(seed)
     init_args = {**TRAININGS[training], "seed": seed}
     model, engine, datamodule, fit_seconds = fit(CutPaste, init_args, DATASETS[dataset], (256, 256), output / "jobs")
-    for scored_features, scorer in SCORINGS:
+    for scored_features, scorer in scorings:
         if (scored_features, scorer) in done:
             continue
         model.model.scored_features = scored_features
-        model.model.scorer = build_cutpaste_scorer(scorer, model.model)
+        model.model.scorer = build_scorer(scorer, model.model)
         refit_scorer(model, engine, datamodule)
         metrics = engine.test(model=model, datamodule=datamodule, verbose=False)[0]
         row = {
@@ -79,19 +112,19 @@ def run(dataset: str, training: str, seed: int, output: Path) -> None:
             "fit_seconds": round(fit_seconds),
         }
         print(json.dumps(row), flush=True)
-        _write(output, [*_rows(output), row])
+        _write(output, [*_rows(output), row], command)
 
 
 def _rows(output: Path) -> list[dict[str, str]]:
     return [row for row in read_rows(output / "results.csv") if not row["seed"].startswith("mean")]
 
 
-def _write(output: Path, rows: list[dict]) -> None:
+def _write(output: Path, rows: list[dict], command: str) -> None:
     """Per-seed rows, then one ``mean`` row per dataset, schedule and scoring with more than one seed."""
     means = []
     for dataset in DATASETS:
         for training in TRAININGS:
-            for scored_features, scorer in SCORINGS:
+            for scored_features, scorer in (*SCORINGS, *EXTRA_SCORINGS):
                 key = (dataset, training, scored_features, scorer)
                 group = [
                     row
@@ -106,8 +139,8 @@ def _write(output: Path, rows: list[dict]) -> None:
                         {"dataset": dataset, "training": training, "seed": seeds, "scored_features": scored_features}
                         | {"scorer": scorer, **mean, "fit_seconds": fit_seconds}
                     )
-    command = "Command: `python benchmarks/cutpaste_features.py` (efficientnet_lite0 ImageNet, 256 px, 2-core CPU)"
-    write_table(output / "results.csv", COLUMNS, [*rows, *means], command)
+    header = f"Command: `{command}` (efficientnet_lite0 ImageNet, 256 px, 2-core CPU)"
+    write_table(output / "results.csv", COLUMNS, [*rows, *means], header)
 
 
 def main() -> None:
@@ -115,13 +148,29 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--trainings", nargs="+", default=list(TRAININGS), choices=list(TRAININGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/cutpaste_features"))
+    names = {f"{scored}/{scorer}": (scored, scorer) for scored, scorer in (*SCORINGS, *EXTRA_SCORINGS)}
+    parser.add_argument(
+        "--scorings",
+        nargs="+",
+        choices=list(names),
+        help="scored_features/scorer pairs to test (default: every package scoring)",
+    )
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
+    scorings = tuple(names[name] for name in args.scorings) if args.scorings else SCORINGS
+    # The header names what defines the table (its scorings, schedules and place), not which rows this run adds.
+    command = ["python", "benchmarks/cutpaste_features.py"]
+    if args.trainings != list(TRAININGS):
+        command += ["--trainings", *args.trainings]
+    if args.scorings:
+        command += ["--scorings", *args.scorings]
+    if args.output != DEFAULT_OUTPUT:
+        command += ["--output", str(args.output)]
     for dataset in args.datasets:
         for training in args.trainings:
             for seed in args.seeds:
-                run(dataset, training, seed, args.output)
+                run(dataset, training, seed, args.output, scorings, shlex.join(command))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import csv
 import importlib
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -399,7 +400,10 @@ def test_cutpaste_features_table_appends_seed_means_and_reads_back_only_seed_row
         for seed, values in ((0, (0.5, 0.7, 0.2)), (1, (0.7, 0.8, 0.4)))
     ]
     rows.append({**rows[0], "scorer": "knn"})  # one seed only: no mean row
-    script._write(tmp_path, rows)
+    script._write(tmp_path, rows, "python benchmarks/cutpaste_features.py --output x")
+    assert (
+        (tmp_path / "results.md").read_text().startswith("Command: `python benchmarks/cutpaste_features.py --output x`")
+    )
     means = [row for row in script.read_rows(tmp_path / "results.csv") if row["seed"].startswith("mean")]
     assert [(row["seed"], row["scored_features"], row["scorer"]) for row in means] == [
         ("mean of 0/1", "head", "gaussian")
@@ -410,6 +414,38 @@ def test_cutpaste_features_table_appends_seed_means_and_reads_back_only_seed_row
         "| kolektorsdd | " + training + " | mean of 0/1 | head | gaussian | 0.6 | 0.75 | 0.3 | 10 |"
         in (tmp_path / "results.md").read_text()
     )
+
+
+def test_cutpaste_features_bank_draws_scoring_averages_three_k_nn_banks_beside_the_gaussian():
+    """benchmarks/cutpaste_features.py's knn3+gaussian: the default's parts, its k-NN half a bag of 3 draws."""
+    from anomalib_ssad.components.scorers import CellScorer, GaussianScorer, ScorerBag
+    from anomalib_ssad.models.cutpaste.torch_model import build_cutpaste_network
+
+    script = _benchmark_script("cutpaste_features")
+    network = build_cutpaste_network(backbone="resnet18", pretrained=False, scored_features="backbone+head")
+    default = script.build_scorer("knn+gaussian", network)
+    bank_draws = script.build_scorer("knn3+gaussian", network)
+    assert bank_draws.part_sizes == default.part_sizes == network.scored_part_sizes
+    bag, gaussian = bank_draws.scorers
+    assert isinstance(bag, ScorerBag) and isinstance(gaussian, GaussianScorer)
+    assert len(bag.members) == script.BANK_DRAWS == 3
+    assert all(isinstance(member, CellScorer) for member in bag.members)
+    assert ("backbone+head", "knn3+gaussian") not in script.SCORINGS  # run only when named
+
+
+def test_cutpaste_features_readme_command_runs_the_named_scorings_into_its_own_table(monkeypatch, tmp_path):
+    """The README's bank-draws command: one schedule, the two named scorings, a header that reruns that table."""
+    script = _benchmark_script("cutpaste_features")
+    training = "2 head-only epochs (backbone frozen)"
+    output = tmp_path / "cutpaste_bank_draws"
+    arguments = ["--trainings", training, "--scorings", "backbone+head/knn+gaussian", "backbone+head/knn3+gaussian"]
+    calls = []
+    monkeypatch.setattr(script, "run", lambda *args: calls.append(args))
+    monkeypatch.setattr(sys, "argv", ["cutpaste_features.py", *arguments, "--output", str(output), "--seeds", "1"])
+    script.main()
+    scorings = (("backbone+head", "knn+gaussian"), ("backbone+head", "knn3+gaussian"))
+    command = shlex.join(["python", "benchmarks/cutpaste_features.py", *arguments, "--output", str(output)])
+    assert calls == [(dataset, training, 1, output, scorings, command) for dataset in script.DATASETS]
 
 
 def test_ablation_scripts_fit_a_plugin_model_as_the_runner_does(tmp_path, demo_root):
