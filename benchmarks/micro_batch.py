@@ -1,7 +1,7 @@
 # Copyright (C) 2026 anomalib-ssad developers
 # SPDX-License-Identifier: Apache-2.0
 
-"""Backbone throughput on the CPU against the micro-batch size (``CPU_MICRO_BATCH_PIXELS``, ``CPU_FINETUNE_...``).
+"""Backbone throughput on the CPU against the micro-batch size (``CPU_MICRO_BATCH_PIXELS``, ``CPU_TRAIN_...``).
 
 On a CPU the backbone splits a batch into micro-batches of a fixed pixel budget, so that the activations stay in
 cache. This times the efficientnet_lite0 backbone (ImageNet weights, eval mode) with each budget, in units of one
@@ -33,12 +33,7 @@ import torch
 from tables import write_table
 
 from anomalib_ssad.components import backbone as backbone_module
-from anomalib_ssad.components.backbone import (
-    CPU_FINETUNE_MICRO_BATCH_PIXELS,
-    CPU_MICRO_BATCH_PIXELS,
-    CPU_TRAIN_MICRO_BATCH_PIXELS,
-    build_backbone,
-)
+from anomalib_ssad.components.backbone import CPU_MICRO_BATCH_PIXELS, CPU_TRAIN_MICRO_BATCH_PIXELS, build_backbone
 
 RESULTS = Path(__file__).parent / "results"
 WORKLOADS: dict[str, tuple[int, int, int, bool]] = {
@@ -73,14 +68,11 @@ def main() -> None:
 
     torch.manual_seed(0)
     extractor = build_backbone("efficientnet_lite0").eval()
-    defaults = [
-        budget // 256**2
-        for budget in (CPU_MICRO_BATCH_PIXELS, CPU_FINETUNE_MICRO_BATCH_PIXELS, CPU_TRAIN_MICRO_BATCH_PIXELS)
-    ]
+    defaults = [budget // 256**2 for budget in (CPU_MICRO_BATCH_PIXELS, CPU_TRAIN_MICRO_BATCH_PIXELS)]
     rows = []
     for name, (batch, height, width, gradients) in WORKLOADS.items():
         run = workload(extractor, torch.randn(batch, 3, height, width), gradients)
-        setting = "CPU_FINETUNE_MICRO_BATCH_PIXELS" if gradients else "CPU_MICRO_BATCH_PIXELS"
+        setting = "CPU_TRAIN_MICRO_BATCH_PIXELS" if gradients else "CPU_MICRO_BATCH_PIXELS"
         times: dict[int, list[float]] = {budget: [] for budget in args.budgets}
         for _ in range(args.repeats + 1):  # the first round warms up
             for budget in args.budgets:  # interleaved, so that drifts of the machine's speed hit every budget
@@ -111,8 +103,7 @@ def main() -> None:
             f"({torch.get_num_threads()} threads); efficientnet_lite0, ImageNet weights, eval mode; median of "
             f"{args.repeats} batches per budget after a warm-up, the budgets interleaved. "
             f"The default budgets: {defaults[0]} images of 256x256 for inference (`CPU_MICRO_BATCH_PIXELS`), "
-            f"{defaults[1]} with gradients through the eval-mode backbone (`CPU_FINETUNE_MICRO_BATCH_PIXELS`), "
-            f"{defaults[2]} for a train-mode backbone (`CPU_TRAIN_MICRO_BATCH_PIXELS`, not timed here).",
+            f"{defaults[1]} with gradients or a train-mode backbone (`CPU_TRAIN_MICRO_BATCH_PIXELS`).",
         ]
     )
     write_table(RESULTS / "micro_batch.csv", list(rows[0]), rows, heading)

@@ -37,11 +37,9 @@ BACKBONES: tuple[str, ...] = ("resnet18", "efficientnet_lite0")
 DOWNLOAD_TIMEOUT_SECONDS = 20.0
 
 # Pixels per backbone pass on a CPU (see FeatureExtractor.forward; benchmarks/micro_batch.py). Inference: two
-# 256-px images' worth keeps the activations in cache. Fine-tuning with frozen BatchNorm (each chunk recomputed in
-# the backward pass): four, the fastest step and each chunk's activations are what a step holds at its peak. A
-# train-mode backbone: eight, as its BatchNorm statistics are per micro-batch.
+# 256-px images' worth keeps the activations in cache. With gradients, eight: a train-mode backbone's BatchNorm
+# statistics are per micro-batch, and fine-tuning keeps the gradient summation its results were measured with.
 CPU_MICRO_BATCH_PIXELS = 2 * 256 * 256
-CPU_FINETUNE_MICRO_BATCH_PIXELS = 4 * 256 * 256
 CPU_TRAIN_MICRO_BATCH_PIXELS = 8 * 256 * 256
 
 _RESNET18_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
@@ -103,10 +101,7 @@ class FeatureExtractor(nn.Module):
         if torch.compiler.is_exporting() or x.device.type != "cpu":
             return self._stages(x)
         gradients = torch.is_grad_enabled() and any(p.requires_grad for p in self.body.parameters())
-        if self.training:
-            budget = CPU_TRAIN_MICRO_BATCH_PIXELS
-        else:
-            budget = CPU_FINETUNE_MICRO_BATCH_PIXELS if gradients else CPU_MICRO_BATCH_PIXELS
+        budget = CPU_TRAIN_MICRO_BATCH_PIXELS if self.training or gradients else CPU_MICRO_BATCH_PIXELS
         micro_batch = max(1, budget // (x.shape[2] * x.shape[3]))
         if x.shape[0] <= micro_batch:
             return self._stages(x)
