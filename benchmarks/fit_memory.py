@@ -21,6 +21,7 @@ from tables import read_rows, write_table
 from anomalib_ssad.benchmark.runner import expand_jobs, load_config, run_in_subprocess
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
+PROJECT = CONFIGS.parents[1]
 OUTPUT = Path("benchmarks/results/fit_memory")
 COLUMNS = (
     "commit",
@@ -70,14 +71,14 @@ def main() -> None:
         write_table(OUTPUT / "results.csv", COLUMNS, rows, command)
 
 
-def _commit() -> str:
-    """The project's commit the run measured, ``+`` appended when the working tree had changes."""
-    root = Path(__file__).resolve().parent.parent
+def _commit(root: Path = PROJECT) -> str:
+    """The project's commit the run measured, ``+`` appended when its tracked files other than results changed."""
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
 
-    return git("rev-parse", "--short", "HEAD") + ("+" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results")
+    return git("rev-parse", "--short", "HEAD") + ("+" if changed else "")
 
 
 if __name__ == "__main__":

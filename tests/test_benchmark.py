@@ -389,6 +389,27 @@ def test_fit_memory_repeats_the_compare_job_with_its_environment(monkeypatch, tm
     assert len(calls) == 2
 
 
+def test_fit_memory_commit_is_marked_changed_by_code_not_by_its_own_results(tmp_path):
+    """benchmarks/fit_memory.py: a run's own rows in benchmarks/results do not mark the next run's commit ``+``."""
+    fit_memory = _benchmark_script("fit_memory")
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "rows.csv").write_text("a\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "start")
+    commit = fit_memory._commit(tmp_path)
+    (tmp_path / "benchmarks" / "results" / "rows.csv").write_text("a\nb\n")
+    (tmp_path / "notes.txt").write_text("untracked\n")
+    assert fit_memory._commit(tmp_path) == commit and not commit.endswith("+")
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert fit_memory._commit(tmp_path) == commit + "+"
+
+
 def test_cutpaste_features_table_appends_seed_means_and_reads_back_only_seed_rows(tmp_path):
     """benchmarks/cutpaste_features.py: one mean row per dataset, schedule and scored feature with several seeds."""
     script = _benchmark_script("cutpaste_features")
