@@ -31,7 +31,7 @@ from tables import read_rows, write_table
 
 from anomalib_ssad import CutPaste
 from anomalib_ssad.components.pretext_network import PretextNetwork
-from anomalib_ssad.components.scorers import CellScorer, GaussianScorer, PartScorer, Scorer, ScorerBag
+from anomalib_ssad.components.scorers import CellScorer, Scorer, ScorerBag
 from anomalib_ssad.models.cutpaste.torch_model import build_cutpaste_scorer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -50,6 +50,7 @@ SCORINGS = (
 )
 # Scorings run only when named (--scorings): not package options.
 EXTRA_SCORINGS = (("backbone+head", "knn3+gaussian"),)
+ALL_SCORINGS = (*SCORINGS, *EXTRA_SCORINGS)
 BANK_DRAWS = 3
 DEFAULT_OUTPUT = Path("benchmarks/results/cutpaste_features")
 # (schedule name, CutPaste arguments); the first is the default.
@@ -66,10 +67,9 @@ def build_scorer(scorer: str, network: PretextNetwork) -> Scorer:
     """The package's CutPaste scorer, or ``knn3+gaussian``: the k-NN half over :data:`BANK_DRAWS` bank draws."""
     if scorer != "knn3+gaussian":
         return build_cutpaste_scorer(scorer, network)
-    return PartScorer(
-        network.scored_part_sizes,
-        [ScorerBag.of(lambda: CellScorer(network.stage_sizes), BANK_DRAWS), GaussianScorer()],
-    )
+    default = build_cutpaste_scorer("knn+gaussian", network)
+    default.scorers[0] = ScorerBag.of(lambda: CellScorer(network.stage_sizes), BANK_DRAWS)
+    return default
 
 
 def run(
@@ -124,7 +124,7 @@ def _write(output: Path, rows: list[dict], command: str) -> None:
     means = []
     for dataset in DATASETS:
         for training in TRAININGS:
-            for scored_features, scorer in (*SCORINGS, *EXTRA_SCORINGS):
+            for scored_features, scorer in ALL_SCORINGS:
                 key = (dataset, training, scored_features, scorer)
                 group = [
                     row
@@ -148,7 +148,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--trainings", nargs="+", default=list(TRAININGS), choices=list(TRAININGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    names = {f"{scored}/{scorer}": (scored, scorer) for scored, scorer in (*SCORINGS, *EXTRA_SCORINGS)}
+    names = {f"{scored}/{scorer}": (scored, scorer) for scored, scorer in ALL_SCORINGS}
     parser.add_argument(
         "--scorings",
         nargs="+",
