@@ -11,10 +11,14 @@ Usage (from the project root; results are appended as they come and the table is
 
     python benchmarks/cutpaste_features.py                       # every dataset and schedule, seeds 0, 1, 2
     python benchmarks/cutpaste_features.py --datasets kolektorsdd --seeds 0 \
-        --trainings "2 head-only epochs (backbone frozen)"       # one schedule (the names are in TRAININGS)
+        --trainings "2 head-only epochs (backbone frozen)"       # one schedule (the names are in ALL_TRAININGS)
     python benchmarks/cutpaste_features.py --trainings "2 head-only epochs (backbone frozen)" \
         --scorings backbone+head/knn+gaussian backbone+head/knn3+gaussian \
         --output benchmarks/results/cutpaste_bank_draws                # the bank-draws probe
+    python benchmarks/cutpaste_features.py --seeds 0 --scorings backbone+head/knn+gaussian \
+        --trainings "2 head-only epochs (backbone frozen)" "1 head-only epoch (backbone frozen)" \
+        "8 head-only epochs (backbone frozen)" "2 head-only epochs, binary CutPaste (no scar class)" \
+        "2 + 8 epochs, fine-tuning lr 0.003" --output benchmarks/results/cutpaste_training  # the training probe
 
 ``knn3+gaussian`` is not a package scorer: the default's k-NN half averaged over 3 bank draws, each fitted on its
 own third of the normal windows (:class:`~anomalib_ssad.components.scorers.ScorerBag`, as SSAD's cells are).
@@ -59,6 +63,13 @@ TRAININGS = {
     "2 + 8 epochs, fine-tuning lr 0.03 (the paper's lr)": {"finetune_epochs": 8, "finetune_lr": 0.03},
     "2 + 8 epochs, fine-tuning lr 0.003": {"finetune_epochs": 8, "finetune_lr": 0.003},
 }
+# Schedules run only when named (--trainings): the training probe's.
+EXTRA_TRAININGS = {
+    "1 head-only epoch (backbone frozen)": {"warmup_epochs": 1},
+    "8 head-only epochs (backbone frozen)": {"warmup_epochs": 8},
+    "2 head-only epochs, binary CutPaste (no scar class)": {"variant": "cutpaste"},
+}
+ALL_TRAININGS = {**TRAININGS, **EXTRA_TRAININGS}
 METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO")
 COLUMNS = ("dataset", "training", "seed", "scored_features", "scorer", *METRICS, "fit_seconds")
 
@@ -93,7 +104,7 @@ def run(
     if done >= set(scorings):
         return
     seed_everything(seed)
-    init_args = {**TRAININGS[training], "seed": seed}
+    init_args = {**ALL_TRAININGS[training], "seed": seed}
     model, engine, datamodule, fit_seconds = fit(CutPaste, init_args, DATASETS[dataset], (256, 256), output / "jobs")
     for scored_features, scorer in scorings:
         if (scored_features, scorer) in done:
@@ -123,7 +134,7 @@ def _write(output: Path, rows: list[dict], command: str) -> None:
     """Per-seed rows, then one ``mean`` row per dataset, schedule and scoring with more than one seed."""
     means = []
     for dataset in DATASETS:
-        for training in TRAININGS:
+        for training in ALL_TRAININGS:
             for scored_features, scorer in ALL_SCORINGS:
                 key = (dataset, training, scored_features, scorer)
                 group = [
@@ -146,7 +157,7 @@ def _write(output: Path, rows: list[dict], command: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--trainings", nargs="+", default=list(TRAININGS), choices=list(TRAININGS))
+    parser.add_argument("--trainings", nargs="+", default=list(TRAININGS), choices=list(ALL_TRAININGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     names = {f"{scored}/{scorer}": (scored, scorer) for scored, scorer in ALL_SCORINGS}
     parser.add_argument(

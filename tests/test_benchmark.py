@@ -454,6 +454,19 @@ def test_cutpaste_features_bank_draws_scoring_averages_three_k_nn_banks_beside_t
     assert ("backbone+head", "knn3+gaussian") not in script.SCORINGS  # run only when named
 
 
+def test_cutpaste_features_trainings_are_cutpaste_arguments_that_change_the_schedule_or_pretext_task():
+    """Every schedule of benchmarks/cutpaste_features.py builds a CutPaste with exactly its arguments set."""
+    from anomalib_ssad import CutPaste
+
+    script = _benchmark_script("cutpaste_features")
+    default, *others = script.ALL_TRAININGS.values()
+    assert default == {} and set(script.EXTRA_TRAININGS).isdisjoint(script.TRAININGS)
+    for arguments in others:
+        model = CutPaste(backbone="resnet18", pretrained=False, **arguments)
+        assert arguments and {name: model.hparams[name] for name in arguments} == arguments
+    assert CutPaste(backbone="resnet18", pretrained=False, warmup_epochs=8).max_epochs == 8
+
+
 def test_cutpaste_features_readme_command_runs_the_named_scorings_into_its_own_table(monkeypatch, tmp_path):
     """The README's bank-draws command: one schedule, the two named scorings, a header that reruns that table."""
     script = _benchmark_script("cutpaste_features")
@@ -467,6 +480,29 @@ def test_cutpaste_features_readme_command_runs_the_named_scorings_into_its_own_t
     scorings = (("backbone+head", "knn+gaussian"), ("backbone+head", "knn3+gaussian"))
     command = shlex.join(["python", "benchmarks/cutpaste_features.py", *arguments, "--output", str(output)])
     assert calls == [(dataset, training, 1, output, scorings, command) for dataset in script.DATASETS]
+
+
+def test_cutpaste_features_commands_in_the_readme_rerun_the_tables_they_cite(monkeypatch, tmp_path):
+    """Each README command of cutpaste_features.py runs into a committed table whose header names that command."""
+    import re
+
+    project = Path(__file__).resolve().parents[1]
+    script = _benchmark_script("cutpaste_features")
+    readme = (project / "README.md").read_text()
+    commands = {
+        " ".join(found.split()) for found in re.findall(r"`(python benchmarks/cutpaste_features\.py[^`]*)`", readme)
+    }
+    assert len(commands) >= 3  # the ablation, the bank draws, the training probe
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        calls = []
+        monkeypatch.setattr(script, "run", lambda *args, calls=calls: calls.append(args))
+        monkeypatch.setattr(sys, "argv", shlex.split(command)[1:])
+        script.main()
+        output, header = calls[0][3], calls[0][5]
+        assert {call[3] for call in calls} == {output} and {call[5] for call in calls} == {header}
+        table = (project / output / "results.md").read_text()
+        assert table.startswith(f"Command: `{header}`"), command
 
 
 def test_ablation_scripts_fit_a_plugin_model_as_the_runner_does(tmp_path, demo_root):
