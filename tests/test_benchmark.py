@@ -3,6 +3,7 @@
 import csv
 import importlib
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -484,8 +485,6 @@ def test_cutpaste_features_readme_command_runs_the_named_scorings_into_its_own_t
 
 def test_cutpaste_features_commands_in_the_readme_rerun_the_tables_they_cite(monkeypatch, tmp_path):
     """Each README command of cutpaste_features.py runs into a committed table whose header names that command."""
-    import re
-
     project = Path(__file__).resolve().parents[1]
     script = _benchmark_script("cutpaste_features")
     readme = (project / "README.md").read_text()
