@@ -1,0 +1,135 @@
+"""CutPaste's image score (issue #8): the map's peak against image-level alternatives, per dataset.
+
+CutPaste scores an image by the peak of its smoothed window map. A large, faint defect (Magnetic Tile's
+``uneven`` band) raises many windows a little rather than one a lot, so the peak may miss it. This fits CutPaste
+once per dataset and seed with its default arguments, then scores every test image in several ways, all from the
+same fitted network and the same maps (so only the image AUROC can differ; pixel metrics are the package's):
+
+- ``peak``: the smoothed map's maximum (the package's image score);
+- ``top q of map``: the mean of the map's highest ``q`` share of pixels;
+- ``image Gaussian``: the Mahalanobis distance of the whole image's pooled backbone stages (one 256-px pass) to
+  a Ledoit-Wolf Gaussian of the training images' (the paper's image-level density, on the head's input);
+- ``peak + image Gaussian``: the two added, each in units of a normal image's score: the training images' mean
+  peak, and the Gaussian's mean score on training images held out of its fit (10 folds).
+
+AUROCs are computed on the raw scores (the Evaluator's image AUROC of the package's score equals ``peak``'s).
+
+Usage (from the project root; results are appended as they come and the table is rewritten)::
+
+    python benchmarks/cutpaste_image_score.py --seeds 0
+"""
+
+import argparse
+import json
+import math
+import shlex
+from pathlib import Path
+
+import torch
+from cutpaste_features import DATASETS
+from fitting import fit
+from lightning.pytorch import seed_everything
+from tables import read_rows, write_table
+from torchmetrics.functional.classification import binary_auroc
+
+from anomalib_ssad import CutPaste
+from anomalib_ssad.components.scorers import GaussianScorer
+
+OUTPUT = Path("benchmarks/results/cutpaste_image_score")
+TOP_SHARES = (0.01, 0.05, 0.2)
+FOLDS = 10
+IMAGE_SCORES = (
+    "peak (package)",
+    *(f"top {share:.0%} of map" for share in TOP_SHARES),
+    "image Gaussian",
+    "peak + image Gaussian",
+)
+COLUMNS = ("dataset", "seed", "image_score", "image_AUROC", "fit_seconds")
+
+
+def collect(model: CutPaste, dataset: torch.utils.data.Dataset) -> dict[str, torch.Tensor]:
+    """Per image of ``dataset``: map peak, top-share means, pooled backbone stages and label."""
+    network, transform = model.model.eval(), model.pre_processor.transform
+    values: dict[str, list[torch.Tensor]] = {"peak": [], "top": [], "pooled": [], "label": []}
+    with torch.no_grad():
+        for index in range(len(dataset)):
+            item = dataset[index]
+            image = transform(item.image[None].float())
+            if image.shape[1] == 1:
+                image = image.expand(-1, 3, -1, -1)
+            pixels = network(image).anomaly_map.flatten()
+            ranked = pixels.sort(descending=True).values
+            values["peak"].append(ranked[0])
+            values["top"].append(torch.stack([ranked[: math.ceil(share * len(ranked))].mean() for share in TOP_SHARES]))
+            values["pooled"].append(network._image_groups(image)[0][0][0])
+            values["label"].append(torch.as_tensor(int(item.gt_label)))
+    return {key: torch.stack(value) for key, value in values.items()}
+
+
+def held_out_gaussian_scores(rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each row's Gaussian score from a fit on the other folds' rows (:data:`FOLDS` folds)."""
+    scores = torch.empty(len(rows))
+    order = torch.randperm(len(rows), generator=generator)
+    for fold in order.chunk(FOLDS):
+        rest = order[~torch.isin(order, fold)]
+        scorer = GaussianScorer()
+        scorer.fit([rows[rest]])
+        scores[fold] = scorer([rows[fold]])
+    return scores
+
+
+def image_scores(train: dict[str, torch.Tensor], test: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every :data:`IMAGE_SCORES` entry's scores of the test images."""
+    gaussian = GaussianScorer()
+    gaussian.fit([train["pooled"]])
+    test_gaussian = gaussian([test["pooled"]])
+    gaussian_unit = held_out_gaussian_scores(train["pooled"], torch.Generator().manual_seed(0)).mean()
+    scores = {"peak (package)": test["peak"]}
+    scores |= {name: test["top"][:, index] for index, name in enumerate(IMAGE_SCORES[1 : 1 + len(TOP_SHARES)])}
+    scores["image Gaussian"] = test_gaussian
+    scores["peak + image Gaussian"] = test["peak"] / train["peak"].mean() + test_gaussian / gaussian_unit
+    return scores
+
+
+def run(dataset: str, seed: int, output: Path, command: str) -> None:
+    """Fit CutPaste (default arguments) once, then add one row per image score (skipped if already there)."""
+    rows = read_rows(output / "results.csv")
+    if any((row["dataset"], row["seed"]) == (dataset, str(seed)) for row in rows):
+        return
+    seed_everything(seed)
+    model, _, datamodule, fit_seconds = fit(CutPaste, {"seed": seed}, DATASETS[dataset], (256, 256), output / "jobs")
+    train, test = collect(model, datamodule.train_data), collect(model, datamodule.test_data)
+    for name, scores in image_scores(train, test).items():
+        row = {
+            "dataset": dataset,
+            "seed": seed,
+            "image_score": name,
+            "image_AUROC": round(float(binary_auroc(scores, test["label"])), 3),
+            "fit_seconds": round(fit_seconds),
+        }
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    rows.sort(
+        key=lambda row: (list(DATASETS).index(row["dataset"]), IMAGE_SCORES.index(row["image_score"]), str(row["seed"]))
+    )
+    write_table(output / "results.csv", COLUMNS, rows, f"Command: `{command}` (CutPaste defaults, 2-core CPU)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    args = parser.parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+    # The header names what defines the table (its seeds and place), not which rows this run adds.
+    command = ["python", "benchmarks/cutpaste_image_score.py", "--seeds", *map(str, args.seeds)]
+    if args.output != OUTPUT:
+        command += ["--output", str(args.output)]
+    for dataset in args.datasets:
+        for seed in args.seeds:
+            run(dataset, seed, args.output, shlex.join(command))
+
+
+if __name__ == "__main__":
+    main()
