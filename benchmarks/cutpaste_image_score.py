@@ -12,7 +12,8 @@ same fitted network and the same maps (so only the image AUROC can differ; pixel
 - ``peak + image Gaussian``: the two added, each in units of a normal image's score: the training images' mean
   peak, and the Gaussian's mean score on training images held out of its fit (10 folds).
 
-AUROCs are computed on the raw scores (the Evaluator's image AUROC of the package's score equals ``peak``'s).
+AUROCs are computed on the raw scores, min-max scaled (the Evaluator's image AUROC of the package's score equals
+``peak``'s).
 
 Usage (from the project root; results are appended as they come and the table is rewritten)::
 
@@ -91,6 +92,12 @@ def image_scores(train: dict[str, torch.Tensor], test: dict[str, torch.Tensor]) 
     return scores
 
 
+def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Image AUROC of raw scores, scaled to [0, 1] first: torchmetrics takes scores outside it for logits."""
+    scaled = (scores - scores.min()) / (scores.max() - scores.min()).clamp_min(1e-12)
+    return float(binary_auroc(scaled.double(), labels))
+
+
 def run(dataset: str, seed: int, output: Path, command: str) -> None:
     """Fit CutPaste (default arguments) once, then add one row per image score (skipped if already there)."""
     rows = read_rows(output / "results.csv")
@@ -104,7 +111,7 @@ def run(dataset: str, seed: int, output: Path, command: str) -> None:
             "dataset": dataset,
             "seed": seed,
             "image_score": name,
-            "image_AUROC": round(float(binary_auroc(scores, test["label"])), 3),
+            "image_AUROC": round(auroc(scores, test["label"]), 3),
             "fit_seconds": round(fit_seconds),
         }
         print(json.dumps(row), flush=True)
