@@ -17,7 +17,7 @@ AUROCs are computed on the raw scores, min-max scaled (the Evaluator's image AUR
 
 Usage (from the project root; results are appended as they come and the table is rewritten)::
 
-    python benchmarks/cutpaste_image_score.py --seeds 0
+    python benchmarks/cutpaste_image_score.py --seeds 0 1 2   # the mean rows average the seeds run
 """
 
 import argparse
@@ -100,7 +100,7 @@ def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
 
 def run(dataset: str, seed: int, output: Path, command: str) -> None:
     """Fit CutPaste (default arguments) once, then add one row per image score (skipped if already there)."""
-    rows = read_rows(output / "results.csv")
+    rows = [row for row in read_rows(output / "results.csv") if not row["seed"].startswith("mean")]
     if any((row["dataset"], row["seed"]) == (dataset, str(seed)) for row in rows):
         return
     seed_everything(seed)
@@ -116,10 +116,32 @@ def run(dataset: str, seed: int, output: Path, command: str) -> None:
         }
         print(json.dumps(row), flush=True)
         rows.append(row)
-    rows.sort(
-        key=lambda row: (list(DATASETS).index(row["dataset"]), IMAGE_SCORES.index(row["image_score"]), str(row["seed"]))
-    )
-    write_table(output / "results.csv", COLUMNS, rows, f"Command: `{command}` (CutPaste defaults, 2-core CPU)")
+    header = f"Command: `{command}` (CutPaste defaults, 2-core CPU)"
+    write_table(output / "results.csv", COLUMNS, with_means(rows), header)
+
+
+def with_means(rows: list[dict]) -> list[dict]:
+    """Rows by dataset, image score and seed, each group of more than one seed followed by its ``mean`` row."""
+    table = []
+    for dataset in DATASETS:
+        for name in IMAGE_SCORES:
+            group = [row for row in rows if (row["dataset"], row["image_score"]) == (dataset, name)]
+            group.sort(key=lambda row: int(row["seed"]))
+            table += group
+            if len(group) > 1:
+                mean = {
+                    key: sum(float(row[key]) for row in group) / len(group) for key in ("image_AUROC", "fit_seconds")
+                }
+                table.append(
+                    {
+                        "dataset": dataset,
+                        "seed": "mean of " + "/".join(str(row["seed"]) for row in group),
+                        "image_score": name,
+                        "image_AUROC": round(mean["image_AUROC"], 3),
+                        "fit_seconds": round(mean["fit_seconds"]),
+                    }
+                )
+    return table
 
 
 def main() -> None:

@@ -567,3 +567,67 @@ def test_summary_files_each_dataset_of_a_results_table_apart(monkeypatch, tmp_pa
     assert "| large | ssad | 1 | 0.700 | 0.700 | 0.200 |" in text
     assert "- small, ssad: image AUROC >= PatchCore - 0.01: yes, pixel AUROC >= PatchCore: yes" in text
     assert "- large, ssad: image AUROC >= PatchCore - 0.01: **no**, pixel AUROC >= PatchCore: **no**" in text
+
+
+def test_cutpaste_image_score_auroc_ranks_large_raw_scores():
+    """Mahalanobis distances far above 1 keep their order (torchmetrics alone would take them for logits: ties)."""
+    auroc = _benchmark_script("cutpaste_image_score").auroc
+    labels = torch.tensor([0, 0, 1, 1])
+    assert auroc(torch.tensor([40.0, 41.0, 42.0, 43.0]), labels) == 1.0
+    assert auroc(torch.tensor([43.0, 42.0, 41.0, 40.0]), labels) == 0.0
+
+
+def test_cutpaste_image_score_adds_peak_and_image_gaussian_in_normal_units():
+    """The combined score is peak / normal peak + Gaussian / held-out normal Gaussian score."""
+    script = _benchmark_script("cutpaste_image_score")
+    generator = torch.Generator().manual_seed(0)
+    train_pooled = torch.randn(200, 6, generator=generator)
+    train = {"peak": torch.full((200,), 2.0), "top": torch.ones(200, 3), "pooled": train_pooled}
+    test = {
+        "peak": torch.tensor([2.0, 2.0]),
+        "top": torch.ones(2, 3),
+        "pooled": torch.stack([torch.zeros(6), torch.full((6,), 5.0)]),
+    }
+    scores = script.image_scores(train, test)
+    assert list(scores) == list(script.IMAGE_SCORES)
+    assert scores["peak (package)"].tolist() == [2.0, 2.0]
+    assert scores["image Gaussian"][1] > 5 * scores["image Gaussian"][0]
+    unit = script.held_out_gaussian_scores(train_pooled, torch.Generator().manual_seed(0)).mean()
+    expected = 1.0 + scores["image Gaussian"] / unit
+    assert torch.allclose(scores["peak + image Gaussian"], expected)
+
+
+def test_cutpaste_image_score_holds_each_training_row_out_of_its_own_gaussian():
+    """An outlying training row scores higher held out than by a Gaussian fitted with it."""
+    script = _benchmark_script("cutpaste_image_score")
+    rows = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
+    rows[7] = 6.0
+    held_out = script.held_out_gaussian_scores(rows, torch.Generator().manual_seed(0))
+    fitted = script.GaussianScorer()
+    fitted.fit([rows])
+    assert held_out[7] > fitted([rows])[7]
+    assert held_out.shape == (50,)
+
+
+def test_cutpaste_image_score_table_appends_seed_means():
+    """Each dataset and image score with more than one seed gets a mean row after its seeds' rows."""
+    with_means = _benchmark_script("cutpaste_image_score").with_means
+    rows = [
+        {
+            "dataset": "kolektorsdd",
+            "seed": seed,
+            "image_score": "image Gaussian",
+            "image_AUROC": auroc,
+            "fit_seconds": 80,
+        }
+        for seed, auroc in (("1", "0.7"), ("0", "0.8"))
+    ]
+    rows.append({"dataset": "mvtec_bottle", "seed": "0", "image_score": "peak (package)", "image_AUROC": "1.0"})
+    table = with_means(rows)
+    assert [(row["dataset"], row["seed"]) for row in table] == [
+        ("mvtec_bottle", "0"),
+        ("kolektorsdd", "0"),
+        ("kolektorsdd", "1"),
+        ("kolektorsdd", "mean of 0/1"),
+    ]
+    assert table[-1]["image_AUROC"] == 0.75
