@@ -7,10 +7,13 @@ same fitted network and the same maps (so only the image AUROC can differ; pixel
 
 - ``peak``: the smoothed map's maximum (the package's image score);
 - ``top q of map``: the mean of the map's highest ``q`` share of pixels;
-- ``image Gaussian``: the Mahalanobis distance of the whole image's pooled backbone stages (one 256-px pass) to
-  a Ledoit-Wolf Gaussian of the training images' (the paper's image-level density, on the head's input);
-- ``peak + image Gaussian``: the two added, each in units of a normal image's score: the training images' mean
-  peak, and the Gaussian's mean score on training images held out of its fit (10 folds).
+- ``image Gaussian, mean-pooled stages``: the Mahalanobis distance of the whole image's backbone stages (one
+  256-px pass), each averaged over the image and concatenated, to a Ledoit-Wolf Gaussian of the training
+  images' (the paper's image-level density, on the head's input);
+- ``image Gaussian, max-pooled stages``: the same with each channel's maximum over the image instead of its
+  mean, which a small defect can raise where it barely moves the mean;
+- ``peak + image Gaussian, ...``: the peak and a Gaussian added, each in units of a normal image's score: the
+  training images' mean peak, and the Gaussian's mean score on training images held out of its fit (10 folds).
 
 AUROCs are computed on the raw scores, min-max scaled (the Evaluator's image AUROC of the package's score equals
 ``peak``'s).
@@ -39,19 +42,20 @@ from anomalib_ssad.components.scorers import GaussianScorer
 OUTPUT = Path("benchmarks/results/cutpaste_image_score")
 TOP_SHARES = (0.01, 0.05, 0.2)
 FOLDS = 10
+POOLINGS = ("mean", "max")
 IMAGE_SCORES = (
     "peak (package)",
     *(f"top {share:.0%} of map" for share in TOP_SHARES),
-    "image Gaussian",
-    "peak + image Gaussian",
+    *(f"image Gaussian, {pooling}-pooled stages" for pooling in POOLINGS),
+    *(f"peak + image Gaussian, {pooling}-pooled" for pooling in POOLINGS),
 )
 COLUMNS = ("dataset", "seed", "image_score", "image_AUROC", "fit_seconds")
 
 
 def collect(model: CutPaste, dataset: torch.utils.data.Dataset) -> dict[str, torch.Tensor]:
-    """Per image of ``dataset``: map peak, top-share means, pooled backbone stages and label."""
+    """Per image of ``dataset``: map peak, top-share means, mean- and max-pooled backbone stages, and label."""
     network, transform = model.model.eval(), model.pre_processor.transform
-    values: dict[str, list[torch.Tensor]] = {"peak": [], "top": [], "pooled": [], "label": []}
+    values: dict[str, list[torch.Tensor]] = {"peak": [], "top": [], "mean": [], "max": [], "label": []}
     with torch.no_grad():
         for index in range(len(dataset)):
             item = dataset[index]
@@ -62,7 +66,9 @@ def collect(model: CutPaste, dataset: torch.utils.data.Dataset) -> dict[str, tor
             ranked = pixels.sort(descending=True).values
             values["peak"].append(ranked[0])
             values["top"].append(torch.stack([ranked[: math.ceil(share * len(ranked))].mean() for share in TOP_SHARES]))
-            values["pooled"].append(network._image_groups(image)[0][0][0])
+            stage_maps = network.backbone(image)
+            values["mean"].append(torch.cat([stage.mean(dim=(2, 3))[0] for stage in stage_maps]))
+            values["max"].append(torch.cat([stage.amax(dim=(2, 3))[0] for stage in stage_maps]))
             values["label"].append(torch.as_tensor(int(item.gt_label)))
     return {key: torch.stack(value) for key, value in values.items()}
 
@@ -81,15 +87,16 @@ def held_out_gaussian_scores(rows: torch.Tensor, generator: torch.Generator) -> 
 
 def image_scores(train: dict[str, torch.Tensor], test: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Every :data:`IMAGE_SCORES` entry's scores of the test images."""
-    gaussian = GaussianScorer()
-    gaussian.fit([train["pooled"]])
-    test_gaussian = gaussian([test["pooled"]])
-    gaussian_unit = held_out_gaussian_scores(train["pooled"], torch.Generator().manual_seed(0)).mean()
     scores = {"peak (package)": test["peak"]}
     scores |= {name: test["top"][:, index] for index, name in enumerate(IMAGE_SCORES[1 : 1 + len(TOP_SHARES)])}
-    scores["image Gaussian"] = test_gaussian
-    scores["peak + image Gaussian"] = test["peak"] / train["peak"].mean() + test_gaussian / gaussian_unit
-    return scores
+    for pooling in POOLINGS:
+        gaussian = GaussianScorer()
+        gaussian.fit([train[pooling]])
+        test_gaussian = gaussian([test[pooling]])
+        unit = held_out_gaussian_scores(train[pooling], torch.Generator().manual_seed(0)).mean()
+        scores[f"image Gaussian, {pooling}-pooled stages"] = test_gaussian
+        scores[f"peak + image Gaussian, {pooling}-pooled"] = test["peak"] / train["peak"].mean() + test_gaussian / unit
+    return {name: scores[name] for name in IMAGE_SCORES}
 
 
 def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:

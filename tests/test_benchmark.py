@@ -483,23 +483,31 @@ def test_cutpaste_features_readme_command_runs_the_named_scorings_into_its_own_t
     assert calls == [(dataset, training, 1, output, scorings, command) for dataset in script.DATASETS]
 
 
-def test_cutpaste_features_commands_in_the_readme_rerun_the_tables_they_cite(monkeypatch, tmp_path):
-    """Each README command of cutpaste_features.py runs into a committed table whose header names that command."""
+@pytest.mark.parametrize(
+    ("name", "output_index", "header_index", "tables"),
+    [
+        ("cutpaste_features", 3, 5, 3),  # the ablation, the bank draws, the training probe
+        ("cutpaste_image_score", 2, 3, 1),
+    ],
+)
+def test_benchmark_commands_in_the_readme_rerun_the_tables_they_cite(
+    monkeypatch, tmp_path, name, output_index, header_index, tables
+):
+    """Each README command of a probe script runs into a committed table whose header names that command."""
     project = Path(__file__).resolve().parents[1]
-    script = _benchmark_script("cutpaste_features")
+    script = _benchmark_script(name)
     readme = (project / "README.md").read_text()
-    commands = {
-        " ".join(found.split()) for found in re.findall(r"`(python benchmarks/cutpaste_features\.py[^`]*)`", readme)
-    }
-    assert len(commands) >= 3  # the ablation, the bank draws, the training probe
+    pattern = rf"`(python benchmarks/{name}\.py[^`]*)`"
+    commands = {" ".join(found.split()) for found in re.findall(pattern, readme)}
+    assert len(commands) >= tables
     monkeypatch.chdir(tmp_path)
     for command in commands:
         calls = []
         monkeypatch.setattr(script, "run", lambda *args, calls=calls: calls.append(args))
         monkeypatch.setattr(sys, "argv", shlex.split(command)[1:])
         script.main()
-        output, header = calls[0][3], calls[0][5]
-        assert {call[3] for call in calls} == {output} and {call[5] for call in calls} == {header}
+        output, header = calls[0][output_index], calls[0][header_index]
+        assert {call[output_index] for call in calls} == {output} and {call[header_index] for call in calls} == {header}
         table = (project / output / "results.md").read_text()
         assert table.startswith(f"Command: `{header}`"), command
 
@@ -578,23 +586,22 @@ def test_cutpaste_image_score_auroc_ranks_large_raw_scores():
 
 
 def test_cutpaste_image_score_adds_peak_and_image_gaussian_in_normal_units():
-    """The combined score is peak / normal peak + Gaussian / held-out normal Gaussian score."""
+    """Each combined score is peak / normal peak + Gaussian / held-out normal Gaussian score, per pooling."""
     script = _benchmark_script("cutpaste_image_score")
     generator = torch.Generator().manual_seed(0)
-    train_pooled = torch.randn(200, 6, generator=generator)
-    train = {"peak": torch.full((200,), 2.0), "top": torch.ones(200, 3), "pooled": train_pooled}
-    test = {
-        "peak": torch.tensor([2.0, 2.0]),
-        "top": torch.ones(2, 3),
-        "pooled": torch.stack([torch.zeros(6), torch.full((6,), 5.0)]),
-    }
+    train = {"peak": torch.full((200,), 2.0), "top": torch.ones(200, 3)}
+    train |= {pooling: torch.randn(200, 6, generator=generator) for pooling in script.POOLINGS}
+    far = torch.stack([torch.zeros(6), torch.full((6,), 5.0)])
+    test = {"peak": torch.tensor([2.0, 2.0]), "top": torch.ones(2, 3), "mean": far, "max": far.flip(0)}
     scores = script.image_scores(train, test)
     assert list(scores) == list(script.IMAGE_SCORES)
     assert scores["peak (package)"].tolist() == [2.0, 2.0]
-    assert scores["image Gaussian"][1] > 5 * scores["image Gaussian"][0]
-    unit = script.held_out_gaussian_scores(train_pooled, torch.Generator().manual_seed(0)).mean()
-    expected = 1.0 + scores["image Gaussian"] / unit
-    assert torch.allclose(scores["peak + image Gaussian"], expected)
+    assert scores["image Gaussian, mean-pooled stages"][1] > 5 * scores["image Gaussian, mean-pooled stages"][0]
+    assert scores["image Gaussian, max-pooled stages"][0] > 5 * scores["image Gaussian, max-pooled stages"][1]
+    for pooling in script.POOLINGS:
+        unit = script.held_out_gaussian_scores(train[pooling], torch.Generator().manual_seed(0)).mean()
+        expected = 1.0 + scores[f"image Gaussian, {pooling}-pooled stages"] / unit
+        assert torch.allclose(scores[f"peak + image Gaussian, {pooling}-pooled"], expected)
 
 
 def test_cutpaste_image_score_holds_each_training_row_out_of_its_own_gaussian():
@@ -616,7 +623,7 @@ def test_cutpaste_image_score_table_appends_seed_means():
         {
             "dataset": "kolektorsdd",
             "seed": seed,
-            "image_score": "image Gaussian",
+            "image_score": "top 1% of map",
             "image_AUROC": auroc,
             "fit_seconds": 80,
         }
