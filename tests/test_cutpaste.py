@@ -296,6 +296,33 @@ def test_eval_forward_exports_with_dynamic_batch() -> None:
     torch.testing.assert_close(actual[2], expected.anomaly_map, atol=1e-5, rtol=1e-5)  # InferenceBatch order
 
 
+def test_image_gaussian_multiplies_the_map_peak_by_the_images_max_pooled_stage_score() -> None:
+    """``image_score="peak*image_gaussian"``: the map is unchanged, the score is its peak times the image's density."""
+    torch.manual_seed(0)
+    kwargs = {"backbone": "resnet18", "pretrained": False, "patch_size": 32, "patch_stride": 16}
+    network = build_cutpaste_network(**kwargs, image_score="peak*image_gaussian")
+    peak_only = build_cutpaste_network(**kwargs)
+    peak_only.load_state_dict(network.state_dict(), strict=False)
+    normal = torch.stack([_textured(64, seed) for seed in range(12)])
+    fitted(network, normal)
+    fitted(peak_only, normal)
+    with torch.no_grad():
+        network.image_scorer.fit([network.image_features(normal)])
+        images = normal[:2].clone()
+        images[1, :, 20:30, 20:30] = 3.0  # a small bright defect: it raises channel maxima, barely the means
+        scored, peaks = network(images), peak_only(images)
+        factor = network.image_scorer([network.image_features(images)])
+    torch.testing.assert_close(scored.anomaly_map, peaks.anomaly_map)
+    torch.testing.assert_close(scored.pred_score, peaks.anomaly_map.flatten(1).amax(dim=1) * factor)
+    assert factor[1] > 2 * factor[0]
+    with pytest.raises(
+        ValueError, match=r"image_score='peak\*image_gaussian' multiplies the peak .* localization='patch'"
+    ):
+        build_cutpaste_network(**kwargs, localization="image", image_score="peak*image_gaussian")
+    with pytest.raises(ValueError, match="image_score"):
+        build_cutpaste_network(**kwargs, image_score="mean")
+
+
 # --- anomalib Engine and CLI -------------------------------------------------------------------------------------
 
 
@@ -326,7 +353,8 @@ def test_engine_fit_test_and_checkpoint_round_trip(tmp_path, demo_root) -> None:
         CutPaste.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu", weights_only=False)
 
 
-def test_cli_train_and_onnx_export_give_checkpoint_scores(tmp_path, demo_root) -> None:
+@pytest.mark.parametrize("image_score", ["peak", "peak*image_gaussian"])
+def test_cli_train_and_onnx_export_give_checkpoint_scores(tmp_path, demo_root, image_score: str) -> None:
     from anomalib_ssad import CutPaste
 
     init_args = {
@@ -336,9 +364,14 @@ def test_cli_train_and_onnx_export_give_checkpoint_scores(tmp_path, demo_root) -
         "patch_size": 32,
         "patch_stride": 16,
         "crops_per_image": 1,
+        "image_score": image_score,
     }
     run_dir = train_with_cli(tmp_path, demo_root, "anomalib_ssad.CutPaste", init_args)
-    assert_onnx_export_matches_checkpoint(tmp_path, run_dir, CutPaste, demo_root)
+    restored = assert_onnx_export_matches_checkpoint(tmp_path, run_dir, CutPaste, demo_root)
+    if image_score == "peak":
+        assert restored.model.image_scorer is None
+    else:  # fitted on the training images while fitting, restored from the checkpoint
+        assert restored.model.image_scorer.density.is_fitted
 
 
 @pytest.mark.parametrize("scorer", ["gaussian", "knn+gaussian"])

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -77,8 +78,11 @@ def train_with_cli(workdir: Path, demo_root: Path, class_path: str, init_args: d
 
 def assert_onnx_export_matches_checkpoint(
     workdir: Path, run_dir: Path, model_cls: type, demo_root: Path, outputs: tuple[str, ...] = ("pred_score",)
-) -> None:
-    """`anomalib export --export_type onnx` of a CLI run gives the checkpoint's outputs on the demo test images."""
+) -> Any:
+    """`anomalib export --export_type onnx` of a CLI run gives the checkpoint's outputs on the demo test images.
+
+    Returns the model restored from the run's checkpoint.
+    """
     onnxruntime = pytest.importorskip("onnxruntime")
     checkpoint = run_dir / "weights" / "lightning" / "model.ckpt"
     command = [ANOMALIB, "export", "--model", "model.yaml", "--export_type", "onnx", "--ckpt_path", str(checkpoint)]
@@ -91,6 +95,7 @@ def assert_onnx_export_matches_checkpoint(
     session = onnxruntime.InferenceSession(str(workdir / "export" / "weights" / "onnx" / "model.onnx"))
     for name, value in zip(outputs, session.run(list(outputs), {"input": images.numpy()}), strict=True):
         np.testing.assert_allclose(value, getattr(expected, name).numpy(), rtol=1e-4, atol=1e-4)
+    return model
 
 
 @pytest.fixture(scope="module")

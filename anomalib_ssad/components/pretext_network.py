@@ -90,6 +90,9 @@ class PretextNetwork(nn.Module):
             the cell alone (``0``).
         scorer: Builds the scorer from the finished network (e.g. ``lambda network: KnnScorer(len(network.heads))``;
             see :mod:`~anomalib_ssad.components.scorers`); it is kept as ``self.scorer``.
+        image_scorer: ``"dense"`` and ``"patch"`` modes: builds a scorer of the whole image's max-pooled backbone
+            stages (:meth:`image_features`), kept as ``self.image_scorer``; its (positive) score multiplies the
+            map's peak to give the image score. ``None`` (the default): the image score is the map's peak.
 
     Raises:
         ValueError: For an unknown ``fusion``, ``localization`` or ``patch_embedding``, a size out of range, or
@@ -114,6 +117,7 @@ class PretextNetwork(nn.Module):
         context_cells: int = 0,
         *,
         scorer: Callable[["PretextNetwork"], nn.Module],
+        image_scorer: Callable[["PretextNetwork"], nn.Module] | None = None,
     ) -> None:
         super().__init__()
         check_choice("fusion", fusion, Fusion)
@@ -127,6 +131,9 @@ class PretextNetwork(nn.Module):
             raise ValueError(msg)
         if context_cells and localization != "dense":
             msg = f"context_cells widens the cells of localization='dense'; localization={localization!r} has none."
+            raise ValueError(msg)
+        if image_scorer is not None and localization == "image":
+            msg = "image_scorer multiplies the peak of a cell or window map; localization='image' scores images alone."
             raise ValueError(msg)
         if not head_dims or min(head_dims) < 1:
             msg = f"head_dims must be a non-empty list of positive sizes, got {list(head_dims)!r}."
@@ -147,6 +154,7 @@ class PretextNetwork(nn.Module):
         self.blur = gaussian_blur(sigma)
         self.context_cells = context_cells
         self.scorer = scorer(self)
+        self.image_scorer = image_scorer(self) if image_scorer is not None else None
 
     def _group_stages(self, pooled: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Head inputs from per-stage pooled features ``[..., C_i]``: one concatenation, or one per stage."""
@@ -279,6 +287,13 @@ class PretextNetwork(nn.Module):
             for index in range(len(self.heads))
         ]
 
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Each backbone stage's channel maxima over the whole image, concatenated: ``[B, C]``.
+
+        What :attr:`image_scorer` scores: a small defect raises a channel's maximum where it barely moves its mean.
+        """
+        return torch.cat([feature_map.amax(dim=(2, 3)) for feature_map in self.backbone(images)], dim=-1)
+
     def normal_embeddings(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Scored embeddings of clean images to fit the normal model, ``[N, D]`` per head (cells, windows or images)."""
         if self.localization == "dense":
@@ -305,7 +320,10 @@ class PretextNetwork(nn.Module):
         image_size = (images.shape[-2], images.shape[-1])
         if self.localization in {"dense", "patch"}:
             grid_scores, window = self._grid_scores(images)
-            return grid_inference_batch(grid_scores, image_size, window, self.blur)
+            batch = grid_inference_batch(grid_scores, image_size, window, self.blur)
+            if self.image_scorer is None:
+                return batch
+            return batch._replace(pred_score=batch.pred_score * self.image_scorer([self.image_features(images)]))
         groups, stage_maps = self._image_groups(images)
         score, embedding_gradient = self.scorer.score_with_gradient(self._scored(groups))
         anomaly_map = self._grad_cam(stage_maps, groups[-1], embedding_gradient, score, image_size)

@@ -164,6 +164,12 @@ class PretextAnomalyModule(PluginAnomalyModule):
         for embedding in embeddings:
             self._check_finite(embedding, "normal embeddings")
         scorer.fit(embeddings, generator)
+        if self.model.image_scorer is not None:
+            features = self.collect_normal_embeddings(
+                dataloader, embed=lambda images: [self.model.image_features(images)]
+            )
+            self._check_finite(features[0], "normal image features")
+            self.model.image_scorer.fit(features, generator)
 
     @property
     def max_epochs(self) -> int:
@@ -347,6 +353,7 @@ class PretextAnomalyModule(PluginAnomalyModule):
         dataloader: torch.utils.data.DataLoader,
         max_rows: int | None = None,
         generator: torch.Generator | None = None,
+        embed: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
     ) -> list[torch.Tensor]:
         """Eval-mode embeddings of the clean images of ``dataloader``, ``[N, D]`` per head.
 
@@ -359,16 +366,20 @@ class PretextAnomalyModule(PluginAnomalyModule):
             max_rows: Keep about this many rows in all, a uniform random subset of every image's rows drawn
                 batch by batch, so memory stays bounded however many images there are (``None``: keep all).
             generator: Random generator of that subset.
+            embed: What to collect of a batch of pre-processed images, rows per output (``None``: the network's
+                ``normal_embeddings``, one output per head).
         """
+        embed = self.model.normal_embeddings if embed is None else embed
         was_training = self.model.training
         self.model.eval()
         shard = self._shard(dataloader)
         num_images = len(shard.dataset)
-        collected: list[list[torch.Tensor]] = [[] for _ in self.model.heads]
+        collected: list[list[torch.Tensor]] = []
         for batch in shard:
             images = batch.image.to(self.device)
             images = self.pre_processor(images) if self.pre_processor else images
-            embeddings = self.model.normal_embeddings(images)
+            embeddings = embed(images)
+            collected = collected or [[] for _ in embeddings]
             if max_rows is not None:
                 # Every image has the same number of rows: keep this batch's share of max_rows.
                 rows_per_image = embeddings[0].shape[0] // len(images)

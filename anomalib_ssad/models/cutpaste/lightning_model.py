@@ -42,7 +42,7 @@ from anomalib_ssad.models.base import CHECKPOINT_FORMAT_KEY, seeded
 from anomalib_ssad.models.pretext_module import Optimizer, PretextAnomalyModule
 from anomalib_ssad.validation import check_choice, check_interval, check_non_negative, check_positive
 
-from .torch_model import CutPasteScorer, build_cutpaste_network, compares_stages_apart
+from .torch_model import CutPasteScorer, ImageScore, build_cutpaste_network, compares_stages_apart
 
 
 class CutPaste(PretextAnomalyModule):
@@ -76,6 +76,9 @@ class CutPaste(PretextAnomalyModule):
             embeddings; needed for ``localization="image"``) or ``"knn"`` (distance to the nearest normal
             windows, each pooled stage and the head's embedding compared apart, as SSAD's cell parts); the k-NN
             scorers need ``localization="patch"``.
+        image_score: ``"peak"`` (the default: the peak of the smoothed window map) or ``"peak*image_gaussian"``
+            (the peak times the Mahalanobis distance of the whole image's max-pooled backbone stages, one more
+            backbone pass per image, to a Gaussian of the training images'; ``localization="patch"`` only).
         warmup_epochs: Stage 1 epochs (backbone frozen, only head and classifier train).
         finetune_epochs: Stage 2 epochs (whole network trains; 0, the default, keeps the pretrained backbone
             frozen throughout).
@@ -121,6 +124,7 @@ class CutPaste(PretextAnomalyModule):
         sigma: float = 4.0,
         scored_features: ScoredFeatures = "backbone+head",
         scorer: CutPasteScorer = "knn+gaussian",
+        image_score: ImageScore = "peak",
         warmup_epochs: int = 2,
         finetune_epochs: int = 0,
         warmup_lr: float = 0.03,
@@ -184,6 +188,7 @@ class CutPaste(PretextAnomalyModule):
                 sigma=sigma,
                 scored_features=scored_features,
                 scorer=scorer,
+                image_score=image_score,
             )
         self.generator = SyntheticAnomalyGenerator.cutpaste(
             variant,

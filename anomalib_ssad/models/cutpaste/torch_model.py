@@ -37,6 +37,7 @@ from anomalib_ssad.components.scorers import CellScorer, GaussianScorer, PartSco
 from anomalib_ssad.validation import check_choice
 
 CutPasteScorer = Literal["gaussian", "knn", "knn+gaussian"]
+ImageScore = Literal["peak", "peak*image_gaussian"]
 
 
 def build_cutpaste_network(
@@ -53,6 +54,7 @@ def build_cutpaste_network(
     sigma: float = 4.0,
     scored_features: ScoredFeatures = "head",
     scorer: CutPasteScorer = "gaussian",
+    image_score: ImageScore = "peak",
 ) -> PretextNetwork:
     """CutPaste's network: backbone, MLP projection head, linear classifier, given its scorer.
 
@@ -78,15 +80,23 @@ def build_cutpaste_network(
             SSAD's :class:`~anomalib_ssad.components.scorers.CellScorer`; ``localization="patch"`` only) or
             ``"knn+gaussian"`` (the k-NN of the pooled stages and the Gaussian of the head's embedding, averaged
             in units of a normal window's score; ``scored_features="backbone+head"`` and patches only).
+        image_score: ``"peak"`` (the smoothed map's peak) or ``"peak*image_gaussian"`` (the peak times the
+            Mahalanobis distance of the whole image's max-pooled backbone stages to a Gaussian of the training
+            images'; ``localization="patch"`` only).
 
     Returns:
         The network; its ``scorer`` is fitted by ``scorer.fit(network.normal_embeddings(images))``.
 
     Raises:
-        ValueError: For an unknown scorer, a k-NN scorer with image-level localization (Grad-CAM needs the
-            Gaussian's gradient), or ``"knn+gaussian"`` without both backbone and head features.
+        ValueError: For an unknown scorer or image score, a k-NN scorer or an image score other than the peak
+            with image-level localization (Grad-CAM needs the Gaussian's gradient; the image is scored alone), or
+            ``"knn+gaussian"`` without both backbone and head features.
     """
     check_choice("scorer", scorer, CutPasteScorer)
+    check_choice("image_score", image_score, ImageScore)
+    if image_score != "peak" and localization != "patch":
+        msg = f"image_score={image_score!r} multiplies the peak of the window map: it needs localization='patch'."
+        raise ValueError(msg)
     if scorer != "gaussian" and localization != "patch":
         msg = (
             f"scorer={scorer!r} scores windows: it needs localization='patch', got {localization!r} "
@@ -109,6 +119,7 @@ def build_cutpaste_network(
         sigma=sigma,
         scored_features=scored_features,
         scorer=partial(build_cutpaste_scorer, scorer),
+        image_scorer=None if image_score == "peak" else lambda _: GaussianScorer(),
     )
 
 
