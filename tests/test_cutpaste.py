@@ -323,6 +323,32 @@ def test_image_gaussian_multiplies_the_map_peak_by_the_images_max_pooled_stage_s
         build_cutpaste_network(**kwargs, image_score="mean")
 
 
+def test_image_scorer_is_fitted_beside_a_scorer_that_learns_in_training() -> None:
+    """A scorer filled while training is left as it is; the image scorer still needs the clean images."""
+    from types import SimpleNamespace
+
+    from anomalib_ssad import CutPaste
+    from anomalib_ssad.components.scorers import KnnScorer
+
+    module = CutPaste(
+        backbone="resnet18",
+        pretrained=False,
+        patch_size=32,
+        patch_stride=16,
+        image_score="peak*image_gaussian",
+        pre_processor=False,
+        visualizer=False,
+    )
+    module.model.scorer = KnnScorer(num_heads=1, capacity=8, source="train")
+    images = [_textured(64, seed) for seed in range(6)]
+    loader = torch.utils.data.DataLoader(
+        images, batch_size=2, collate_fn=lambda items: SimpleNamespace(image=torch.stack(items))
+    )
+    module.fit_normal_model(loader)
+    assert module.model.image_scorer.density.is_fitted
+    assert len(module.model.scorer.banks[0].memory_bank) == 0
+
+
 # --- anomalib Engine and CLI -------------------------------------------------------------------------------------
 
 

@@ -149,21 +149,21 @@ class PretextAnomalyModule(PluginAnomalyModule):
         """Fit the scorer on eval-mode embeddings of clean images (called before every validation while fitting).
 
         A scorer that uses a bounded number of rows (the dense cells' ``max_fit_rows``) gets a uniform random
-        subset of that many, collected batch by batch. A scorer that learns during training is left as it is.
+        subset of that many, collected batch by batch. A scorer that learns during training is left as it is; the
+        network's ``image_scorer``, if any, is fitted either way.
 
         Args:
             dataloader: Clean (normal) images; the datamodule's training images when ``None``.
         """
         scorer = self.model.scorer
-        if scorer.learns_in_training:
-            return
         generator = torch.Generator().manual_seed(self.seed)
         dataloader = self._train_dataloader() if dataloader is None else dataloader
-        max_rows = getattr(scorer, "max_fit_rows", None)
-        embeddings = self.collect_normal_embeddings(dataloader, max_rows=max_rows, generator=generator)
-        for embedding in embeddings:
-            self._check_finite(embedding, "normal embeddings")
-        scorer.fit(embeddings, generator)
+        if not scorer.learns_in_training:
+            max_rows = getattr(scorer, "max_fit_rows", None)
+            embeddings = self.collect_normal_embeddings(dataloader, max_rows=max_rows, generator=generator)
+            for embedding in embeddings:
+                self._check_finite(embedding, "normal embeddings")
+            scorer.fit(embeddings, generator)
         if self.model.image_scorer is not None:
             features = self.collect_normal_embeddings(
                 dataloader, embed=lambda images: [self.model.image_features(images)]
