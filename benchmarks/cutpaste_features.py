@@ -104,7 +104,8 @@ def run(
     if done >= set(scorings):
         return
     seed_everything(seed)
-    init_args = {**ALL_TRAININGS[training], "seed": seed}
+    # The image score its table was measured with (the default before peak*image_gaussian): scorings compare maps.
+    init_args = {**ALL_TRAININGS[training], "seed": seed, "image_score": "peak"}
     model, engine, datamodule, fit_seconds = fit(CutPaste, init_args, DATASETS[dataset], (256, 256), output / "jobs")
     for scored_features, scorer in scorings:
         if (scored_features, scorer) in done:

@@ -595,7 +595,7 @@ def test_cutpaste_image_score_adds_peak_and_image_gaussian_in_normal_units():
     test = {"peak": torch.tensor([2.0, 2.0]), "top": torch.ones(2, 3), "mean": far, "max": far.flip(0)}
     scores = script.image_scores(train, test)
     assert list(scores) == list(script.IMAGE_SCORES)
-    assert scores["peak (package)"].tolist() == [2.0, 2.0]
+    assert scores["peak of the smoothed map"].tolist() == [2.0, 2.0]
     assert scores["image Gaussian, mean-pooled stages"][1] > 5 * scores["image Gaussian, mean-pooled stages"][0]
     assert scores["image Gaussian, max-pooled stages"][0] > 5 * scores["image Gaussian, max-pooled stages"][1]
     for pooling in script.POOLINGS:
@@ -629,7 +629,9 @@ def test_cutpaste_image_score_table_appends_seed_means():
         }
         for seed, auroc in (("1", "0.7"), ("0", "0.8"))
     ]
-    rows.append({"dataset": "mvtec_bottle", "seed": "0", "image_score": "peak (package)", "image_AUROC": "1.0"})
+    rows.append(
+        {"dataset": "mvtec_bottle", "seed": "0", "image_score": "peak of the smoothed map", "image_AUROC": "1.0"}
+    )
     table = with_means(rows)
     assert [(row["dataset"], row["seed"]) for row in table] == [
         ("mvtec_bottle", "0"),

@@ -14,7 +14,9 @@ by the Gaussian, the two averaged in units of a normal window's score (``scorer=
 ``"backbone+head"``): on the three datasets of the README's ablation it scored
 at least as high as the paper's scoring on every metric. By default the pretrained backbone stays frozen and
 only the head and classifier learn the pretext task: fine-tuning the backbone at the paper's learning rate
-wrecked its ImageNet features on some data (see the README's ablation).
+wrecked its ImageNet features on some data (see the README's ablation). An image is scored by its map's peak
+times the distance of its max-pooled backbone stages to a Gaussian of the training images' (``image_score``): a
+small defect raises a channel's maximum over the image, a large faint one many windows a little.
 
 Example:
     >>> from anomalib.data import MVTecAD
@@ -76,9 +78,10 @@ class CutPaste(PretextAnomalyModule):
             embeddings; needed for ``localization="image"``) or ``"knn"`` (distance to the nearest normal
             windows, each pooled stage and the head's embedding compared apart, as SSAD's cell parts); the k-NN
             scorers need ``localization="patch"``.
-        image_score: ``"peak"`` (the default: the peak of the smoothed window map) or ``"peak*image_gaussian"``
-            (the peak times the Mahalanobis distance of the whole image's max-pooled backbone stages, one more
-            backbone pass per image, to a Gaussian of the training images'; ``localization="patch"`` only).
+        image_score: ``"peak*image_gaussian"`` (the default: the peak of the smoothed window map times the
+            Mahalanobis distance of the whole image's max-pooled backbone stages, one more backbone pass per
+            image, to a Gaussian of the training images'; ``localization="patch"`` only) or ``"peak"`` (the
+            peak alone, as the paper's patch-level scoring; needed for ``localization="image"``).
         warmup_epochs: Stage 1 epochs (backbone frozen, only head and classifier train).
         finetune_epochs: Stage 2 epochs (whole network trains; 0, the default, keeps the pretrained backbone
             frozen throughout).
@@ -124,7 +127,7 @@ class CutPaste(PretextAnomalyModule):
         sigma: float = 4.0,
         scored_features: ScoredFeatures = "backbone+head",
         scorer: CutPasteScorer = "knn+gaussian",
-        image_score: ImageScore = "peak",
+        image_score: ImageScore = "peak*image_gaussian",
         warmup_epochs: int = 2,
         finetune_epochs: int = 0,
         warmup_lr: float = 0.03,
