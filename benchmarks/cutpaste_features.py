@@ -31,7 +31,7 @@ from pathlib import Path
 
 from fitting import fit, refit_scorer
 from lightning.pytorch import seed_everything
-from tables import read_rows, write_table
+from tables import read_rows, seed_mean, write_table
 
 from anomalib_ssad import CutPaste
 from anomalib_ssad.components.pretext_network import PretextNetwork
@@ -144,13 +144,7 @@ def _write(output: Path, rows: list[dict], command: str) -> None:
                     if (row["dataset"], row["training"], row["scored_features"], row["scorer"]) == key
                 ]
                 if len(group) > 1:
-                    mean = {name: round(sum(float(row[name]) for row in group) / len(group), 3) for name in METRICS}
-                    fit_seconds = round(sum(float(row["fit_seconds"]) for row in group) / len(group))
-                    seeds = "mean of " + "/".join(str(row["seed"]) for row in group)
-                    means.append(
-                        {"dataset": dataset, "training": training, "seed": seeds, "scored_features": scored_features}
-                        | {"scorer": scorer, **mean, "fit_seconds": fit_seconds}
-                    )
+                    means.append(seed_mean(group, METRICS, seconds=("fit_seconds",)))
     header = f"Command: `{command}` (efficientnet_lite0 ImageNet, 256 px, 2-core CPU)"
     write_table(output / "results.csv", COLUMNS, [*rows, *means], header)
 

@@ -35,7 +35,7 @@ import torch
 from cutpaste_features import DATASETS
 from fitting import fit
 from lightning.pytorch import seed_everything
-from tables import read_rows, write_table
+from tables import read_rows, seed_mean, write_table
 from torchmetrics.functional.classification import binary_auroc
 
 from anomalib_ssad import CutPaste
@@ -140,18 +140,7 @@ def with_means(rows: list[dict]) -> list[dict]:
             group.sort(key=lambda row: int(row["seed"]))
             table += group
             if len(group) > 1:
-                mean = {
-                    key: sum(float(row[key]) for row in group) / len(group) for key in ("image_AUROC", "fit_seconds")
-                }
-                table.append(
-                    {
-                        "dataset": dataset,
-                        "seed": "mean of " + "/".join(str(row["seed"]) for row in group),
-                        "image_score": name,
-                        "image_AUROC": round(mean["image_AUROC"], 3),
-                        "fit_seconds": round(mean["fit_seconds"]),
-                    }
-                )
+                table.append(seed_mean(group, ("image_AUROC",), seconds=("fit_seconds",)))
     return table
 
 

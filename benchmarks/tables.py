@@ -28,3 +28,21 @@ def write_table(csv_path: Path, columns: Sequence[str], rows: Sequence[Mapping[s
         *("| " + " | ".join(str(row[key]) for key in columns) + " |" for row in rows),
     ]
     csv_path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def seed_mean(group: Sequence[Mapping[str, Any]], metrics: Sequence[str], seconds: Sequence[str] = ()) -> dict:
+    """The mean row of one setting's per-seed rows: ``seed`` reads ``mean of 0/1/2`` (the group's order).
+
+    The other columns are the first row's; each of ``metrics`` is its mean to 3 digits, each of ``seconds`` to
+    whole seconds.
+    """
+
+    def mean(key: str) -> float:
+        return sum(float(row[key]) for row in group) / len(group)
+
+    return {
+        **group[0],
+        "seed": "mean of " + "/".join(str(row["seed"]) for row in group),
+        **{key: round(mean(key), 3) for key in metrics},
+        **{key: round(mean(key)) for key in seconds},
+    }
