@@ -377,6 +377,21 @@ def test_engine_fit_test_and_checkpoint_round_trip(tmp_path, demo_root) -> None:
     torch.save(saved, tmp_path / "old.ckpt")
     with pytest.raises(ValueError, match=r"saved by anomalib-ssad 0\.3 or earlier, whose k-NN compared the pooled"):
         CutPaste.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu", weights_only=False)
+    # The default image score's Gaussian is saved; a checkpoint of 0.5 (the peak alone, no image_score in its
+    # hyperparameters) is refused by the new default with a message, and loads with image_score="peak".
+    torch.testing.assert_close(
+        restored.model.image_scorer.density.precision, model.model.image_scorer.density.precision
+    )
+    saved[CHECKPOINT_FORMAT_KEY] = CHECKPOINT_FORMAT
+    saved["state_dict"] = {key: value for key, value in saved["state_dict"].items() if "image_scorer" not in key}
+    assert saved["hyper_parameters"].pop("image_score") == "peak*image_gaussian"
+    torch.save(saved, tmp_path / "peak.ckpt")
+    with pytest.raises(ValueError, match=r"has no image Gaussian.*Load it with image_score='peak'"):
+        CutPaste.load_from_checkpoint(tmp_path / "peak.ckpt", map_location="cpu", weights_only=False)
+    peak = CutPaste.load_from_checkpoint(
+        tmp_path / "peak.ckpt", map_location="cpu", weights_only=False, image_score="peak"
+    )
+    assert peak.model.image_scorer is None
 
 
 @pytest.mark.parametrize("image_score", ["peak", "peak*image_gaussian"])

@@ -205,14 +205,25 @@ class CutPaste(PretextAnomalyModule):
         )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore anomalib's components; refuse a k-NN scorer saved before each stage was compared apart.
+        """Restore anomalib's components; refuse a checkpoint this model would score otherwise than it was saved.
 
         Raises:
             ValueError: For a checkpoint of anomalib-ssad 0.3 or earlier whose scorer includes the k-NN of the
                 pooled backbone stages: its bank holds windows normalised as one part, which this version would
-                compare stage by stage and score wrongly.
+                compare stage by stage and score wrongly. For a checkpoint without an image Gaussian (saved with
+                ``image_score="peak"``, or by 0.5 or earlier, before ``image_score`` existed) loaded into a model
+                whose ``image_score`` needs one.
         """
         super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("state_dict", {})
+        if self.model.image_scorer is not None and not any(key.startswith("model.image_scorer.") for key in state):
+            msg = (
+                "This CutPaste checkpoint has no image Gaussian: it was saved with image_score='peak' (the image "
+                "score of anomalib-ssad 0.5 and earlier), but this model has "
+                f"image_score={self.hparams['image_score']!r}. Load it with image_score='peak' "
+                "(--model.image_score peak, or CutPaste.load_from_checkpoint(path, image_score='peak'))."
+            )
+            raise ValueError(msg)
         hparams = checkpoint.get("hyper_parameters", {})
         scorer, scored = hparams.get("scorer", "gaussian"), hparams.get("scored_features", "head")
         if compares_stages_apart(scorer, scored) and checkpoint.get(CHECKPOINT_FORMAT_KEY, 1) < 2:
