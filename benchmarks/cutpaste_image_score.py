@@ -6,7 +6,7 @@ once per dataset and seed with its default arguments but ``image_score="peak"``,
 several ways, all from the same fitted network and the same maps (so only the image AUROC can differ; pixel
 metrics are the package's):
 
-- ``peak of the smoothed map``: its maximum (the paper's, and the package's before ``peak*image_gaussian``);
+- ``peak of the smoothed map``: its maximum (the package's image score before ``peak*image_gaussian``);
 - ``top q of map``: the mean of the map's highest ``q`` share of pixels;
 - ``image Gaussian, mean-pooled stages``: the Mahalanobis distance of the whole image's backbone stages (one
   256-px pass), each averaged over the image and concatenated, to a Ledoit-Wolf Gaussian of the training

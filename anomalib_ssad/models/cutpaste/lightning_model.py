@@ -81,7 +81,7 @@ class CutPaste(PretextAnomalyModule):
         image_score: ``"peak*image_gaussian"`` (the default: the peak of the smoothed window map times the
             Mahalanobis distance of the whole image's max-pooled backbone stages, one more backbone pass per
             image, to a Gaussian of the training images'; ``localization="patch"`` only) or ``"peak"`` (the
-            peak alone, as the paper's patch-level scoring; needed for ``localization="image"``).
+            peak alone, 0.5's image score; needed for ``localization="image"``).
         warmup_epochs: Stage 1 epochs (backbone frozen, only head and classifier train).
         finetune_epochs: Stage 2 epochs (whole network trains; 0, the default, keeps the pretrained backbone
             frozen throughout).
