@@ -22,20 +22,29 @@ Usage (from the project root; results are appended as they come and the table is
 
 ``knn3+gaussian`` is not a package scorer: the default's k-NN half averaged over 3 bank draws, each fitted on its
 own third of the normal windows (:class:`~anomalib_ssad.components.scorers.ScorerBag`, as SSAD's cells are).
+Nor are ``min(knn, gaussian)`` and ``geomean(knn, gaussian)``: the default's two relative scores (each in units of
+a held-out normal window's) combined by their minimum (a window is as anomalous as the part that finds it least
+so) or their geometric mean, instead of their mean (the combined-scores probe)::
+
+    python benchmarks/cutpaste_features.py --trainings "2 head-only epochs (backbone frozen)" \
+        --scorings backbone+head/knn+gaussian "backbone+head/min(knn, gaussian)" \
+        "backbone+head/geomean(knn, gaussian)" --output benchmarks/results/cutpaste_part_combine
 """
 
 import argparse
 import json
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from fitting import fit, refit_scorer
 from lightning.pytorch import seed_everything
 from tables import read_rows, seed_mean, write_table
 
 from anomalib_ssad import CutPaste
 from anomalib_ssad.components.pretext_network import PretextNetwork
-from anomalib_ssad.components.scorers import CellScorer, Scorer, ScorerBag
+from anomalib_ssad.components.scorers import CellScorer, PartScorer, Scorer, ScorerBag
 from anomalib_ssad.models.cutpaste.torch_model import build_cutpaste_scorer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -53,7 +62,11 @@ SCORINGS = (
     ("backbone+head", "knn"),
 )
 # Scorings run only when named (--scorings): not package options.
-EXTRA_SCORINGS = (("backbone+head", "knn3+gaussian"),)
+EXTRA_SCORINGS = (
+    ("backbone+head", "knn3+gaussian"),
+    ("backbone+head", "min(knn, gaussian)"),
+    ("backbone+head", "geomean(knn, gaussian)"),
+)
 ALL_SCORINGS = (*SCORINGS, *EXTRA_SCORINGS)
 BANK_DRAWS = 3
 DEFAULT_OUTPUT = Path("benchmarks/results/cutpaste_features")
@@ -74,8 +87,33 @@ METRICS = ("image_AUROC", "pixel_AUROC", "pixel_AUPRO")
 COLUMNS = ("dataset", "training", "seed", "scored_features", "scorer", *METRICS, "fit_seconds")
 
 
+class CombinedParts(Scorer):
+    """The default's :class:`PartScorer` with its parts' relative scores combined by ``combine`` (not their mean)."""
+
+    def __init__(self, parts: PartScorer, combine: str) -> None:
+        super().__init__()
+        self.parts = parts
+        self.combine = combine
+
+    def fit(self, embeddings: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> None:  # noqa: D102
+        self.parts.fit(embeddings, generator)
+
+    def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:  # noqa: D102
+        parts = self.parts._parts(embeddings)
+        scores = [scorer([part]) for scorer, part in zip(self.parts.scorers, parts, strict=True)]
+        relative = torch.stack(scores, dim=1) / self.parts.scale
+        if self.combine == "min":
+            return relative.amin(dim=1)
+        return relative.clamp_min(1e-12).log().mean(dim=1).exp()
+
+
 def build_scorer(scorer: str, network: PretextNetwork) -> Scorer:
-    """The package's CutPaste scorer, or ``knn3+gaussian``: the k-NN half over :data:`BANK_DRAWS` bank draws."""
+    """The package's CutPaste scorer or a probe's (``knn3+gaussian``, ``min(knn, gaussian)``, ``geomean(...)``).
+
+    ``knn3+gaussian``: the k-NN half over :data:`BANK_DRAWS` bank draws; the others: :class:`CombinedParts`.
+    """
+    if scorer.endswith("(knn, gaussian)"):
+        return CombinedParts(build_cutpaste_scorer("knn+gaussian", network), scorer.split("(")[0])
     if scorer != "knn3+gaussian":
         return build_cutpaste_scorer(scorer, network)
     default = build_cutpaste_scorer("knn+gaussian", network)
