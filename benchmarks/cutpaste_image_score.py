@@ -2,7 +2,8 @@
 
 CutPaste scores an image by the peak of its smoothed window map. A large, faint defect (Magnetic Tile's
 ``uneven`` band) raises many windows a little rather than one a lot, so the peak may miss it. This fits CutPaste
-once per dataset and seed with its default arguments but ``image_score="peak"``, then scores every test image in
+once per dataset and seed with its default arguments but ``image_score="peak"`` (and ``combine="mean"``, the
+window score it was measured with, until 0.7), then scores every test image in
 several ways, all from the same fitted network and the same maps (so only the image AUROC can differ; pixel
 metrics are the package's):
 
@@ -114,7 +115,11 @@ def run(dataset: str, seed: int, output: Path, command: str) -> None:
         return
     seed_everything(seed)
     model, _, datamodule, fit_seconds = fit(
-        CutPaste, {"seed": seed, "image_score": "peak"}, DATASETS[dataset], (256, 256), output / "jobs"
+        CutPaste,
+        {"seed": seed, "image_score": "peak", "combine": "mean"},
+        DATASETS[dataset],
+        (256, 256),
+        output / "jobs",
     )
     train, test = collect(model, datamodule.train_data), collect(model, datamodule.test_data)
     for name, scores in image_scores(train, test).items():

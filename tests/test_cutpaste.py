@@ -392,6 +392,17 @@ def test_engine_fit_test_and_checkpoint_round_trip(tmp_path, demo_root) -> None:
         tmp_path / "peak.ckpt", map_location="cpu", weights_only=False, image_score="peak"
     )
     assert peak.model.image_scorer is None
+    # The default scores a window by the lower of its two parts' scores; a checkpoint of 0.6 (their mean, no
+    # combine in its hyperparameters) is refused with a message, and loads with combine="mean".
+    assert model.model.scorer.combine == restored.model.scorer.combine == "min"
+    saved = torch.load(tmp_path / "model.ckpt", map_location="cpu", weights_only=False)
+    assert saved["hyper_parameters"].pop("combine") == "min"
+    torch.save(saved, tmp_path / "mean.ckpt")
+    with pytest.raises(ValueError, match=r"saved by anomalib-ssad 0\.6 or earlier.*Load it with combine='mean'"):
+        CutPaste.load_from_checkpoint(tmp_path / "mean.ckpt", map_location="cpu", weights_only=False)
+    mean = CutPaste.load_from_checkpoint(tmp_path / "mean.ckpt", map_location="cpu", weights_only=False, combine="mean")
+    assert mean.model.scorer.combine == "mean"
+    torch.testing.assert_close(mean.model.scorer.scale, model.model.scorer.scale)
 
 
 @pytest.mark.parametrize("image_score", ["peak", "peak*image_gaussian"])

@@ -245,6 +245,37 @@ def test_part_scorer_counts_parts_on_different_scales_alike():
         PartScorer((3,), [KnnScorer(1, capacity=8, source="train")])
 
 
+def test_part_scorer_min_scores_a_row_by_the_part_that_finds_it_least_anomalous():
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(2000, 5, generator=generator)
+
+    def build(combine: str) -> PartScorer:
+        return PartScorer(
+            (3, 2), [CellScorer((3,), capacity=500, distance="euclidean"), GaussianScorer()], combine=combine
+        )
+
+    mean, least = build("mean"), build("min")
+    mean.fit([rows], generator=torch.Generator().manual_seed(1))
+    least.fit([rows], generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(least.scale, mean.scale)
+    # A row far off in one part only: the mean calls it anomalous, the minimum keeps it with the normal rows.
+    normal = torch.randn(200, 5, generator=generator)
+    one_part = normal[:1].clone()
+    one_part[0, 3:] = 8.0
+    both_parts = one_part.clone()
+    both_parts[0, :3] = 8.0
+    assert mean([one_part]) > mean([normal]).max()
+    assert least([one_part]) <= least([normal]).max()
+    assert least([both_parts]) > least([normal]).max()
+    relative = [
+        member([part]) / unit
+        for member, part, unit in zip(least.scorers, normal.split((3, 2), 1), least.scale, strict=True)
+    ]
+    torch.testing.assert_close(least([normal]), torch.minimum(relative[0], relative[1]))
+    with pytest.raises(ValueError, match="combine"):
+        build("max")
+
+
 def test_cell_scorer_state_dict_restores_banks_and_scales():
     generator = torch.Generator().manual_seed(0)
     scorer = CellScorer((4, 2), capacity=16)

@@ -50,6 +50,7 @@ from .memory_bank import (
 
 CellDistance = Literal["cosine", "euclidean", "standardized", "cosine+euclidean", "cosine+standardized"]
 Combine = Literal["mean", "max"]
+PartCombine = Literal["mean", "min"]
 BankSource = Literal["eval", "train"]
 
 
@@ -312,7 +313,7 @@ class CellScorer(DynamicBufferMixin, Scorer):
 
 
 class PartScorer(Scorer):
-    """Scores each consecutive part of an embedding with its own scorer: the mean of their relative scores.
+    """Scores each consecutive part of an embedding with its own scorer and combines their relative scores.
 
     Each part's score is divided by the mean score of held-out normal rows, so parts scored on different scales
     (a Mahalanobis distance, a k-NN distance) count alike and a typical normal row scores about 1. CutPaste's
@@ -323,6 +324,9 @@ class PartScorer(Scorer):
         part_sizes: Sizes of the consecutive parts of an embedding.
         scorers: One unfitted scorer per part, in the same order.
         holdout: Largest number of normal rows held out of fitting to measure a normal row's score.
+        combine: ``"mean"`` of the relative scores, or their ``"min"``: a row is as anomalous as the part that
+            finds it least so, which keeps each part's false alarms on normal rows the other part knows (a rare
+            normal pattern far from one Gaussian; a normal texture missing from a k-NN bank) out of the score.
 
     Example:
         >>> import torch
@@ -334,8 +338,11 @@ class PartScorer(Scorer):
 
     scale: torch.Tensor
 
-    def __init__(self, part_sizes: Sequence[int], scorers: Sequence[Scorer], holdout: int = 20000) -> None:
+    def __init__(
+        self, part_sizes: Sequence[int], scorers: Sequence[Scorer], holdout: int = 20000, combine: PartCombine = "mean"
+    ) -> None:
         super().__init__()
+        check_choice("combine", combine, PartCombine)
         if len(part_sizes) != len(scorers) or not scorers:
             msg = f"PartScorer needs one scorer per part, got {len(scorers)} scorers for parts {tuple(part_sizes)}."
             raise ValueError(msg)
@@ -343,6 +350,7 @@ class PartScorer(Scorer):
         self.part_sizes = tuple(part_sizes)
         self.scorers = nn.ModuleList(scorers)
         self.holdout = holdout
+        self.combine = combine
         self.register_buffer("scale", torch.ones(len(scorers)))
 
     def _parts(self, embeddings: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -369,10 +377,11 @@ class PartScorer(Scorer):
             self.scale = torch.stack(scores).clamp_min(_EPS).to(self.scale.device)
 
     def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Mean over the parts of score / normal score, ``[N]``."""
+        """Mean or minimum (``combine``) over the parts of score / normal score, ``[N]``."""
         parts = self._parts(embeddings)
         scores = torch.stack([scorer([part]) for scorer, part in zip(self.scorers, parts, strict=True)], dim=1)
-        return (scores / self.scale).mean(dim=1)
+        relative = scores / self.scale
+        return relative.amin(dim=1) if self.combine == "min" else relative.mean(dim=1)
 
 
 class ScorerBag(Scorer):

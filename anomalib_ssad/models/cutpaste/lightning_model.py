@@ -38,6 +38,7 @@ from anomalib.visualization import Visualizer
 from torch import nn
 
 from anomalib_ssad.components.pretext_network import Localization, PatchEmbedding, ScoredFeatures
+from anomalib_ssad.components.scorers import PartCombine
 from anomalib_ssad.components.synthetic import CUTPASTE_CLASSES, SyntheticAnomalyGenerator
 from anomalib_ssad.components.synthetic.presets import CutPasteVariant
 from anomalib_ssad.models.base import CHECKPOINT_FORMAT_KEY, seeded
@@ -78,6 +79,10 @@ class CutPaste(PretextAnomalyModule):
             embeddings; needed for ``localization="image"``) or ``"knn"`` (distance to the nearest normal
             windows, each pooled stage and the head's embedding compared apart, as SSAD's cell parts); the k-NN
             scorers need ``localization="patch"``.
+        combine: How ``scorer="knn+gaussian"`` combines the k-NN's and the Gaussian's scores of a window, each in
+            units of a normal window's: ``"min"`` (the default: a window is as anomalous as the part that finds it
+            least so, so neither part's false alarms on normal windows reach the map) or ``"mean"`` (anomalib-ssad
+            0.6 and earlier). Read by that scorer only.
         image_score: ``"peak*image_gaussian"`` (the default: the peak of the smoothed window map times the
             Mahalanobis distance of the whole image's max-pooled backbone stages, one more backbone pass per
             image, to a Gaussian of the training images'; ``localization="patch"`` only) or ``"peak"`` (the
@@ -127,6 +132,7 @@ class CutPaste(PretextAnomalyModule):
         sigma: float = 4.0,
         scored_features: ScoredFeatures = "backbone+head",
         scorer: CutPasteScorer = "knn+gaussian",
+        combine: PartCombine = "min",
         image_score: ImageScore = "peak*image_gaussian",
         warmup_epochs: int = 2,
         finetune_epochs: int = 0,
@@ -191,6 +197,7 @@ class CutPaste(PretextAnomalyModule):
                 sigma=sigma,
                 scored_features=scored_features,
                 scorer=scorer,
+                combine=combine,
                 image_score=image_score,
             )
         self.generator = SyntheticAnomalyGenerator.cutpaste(
@@ -212,7 +219,8 @@ class CutPaste(PretextAnomalyModule):
                 pooled backbone stages: its bank holds windows normalised as one part, which this version would
                 compare stage by stage and score wrongly. For a checkpoint without an image Gaussian (saved with
                 ``image_score="peak"``, or by 0.5 or earlier, before ``image_score`` existed) loaded into a model
-                whose ``image_score`` needs one.
+                whose ``image_score`` needs one. For a ``scorer="knn+gaussian"`` checkpoint saved by 0.6 or earlier
+                (its windows scored by the mean of the two parts) loaded with ``combine`` other than ``"mean"``.
         """
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("state_dict", {})
@@ -226,6 +234,14 @@ class CutPaste(PretextAnomalyModule):
             raise ValueError(msg)
         hparams = checkpoint.get("hyper_parameters", {})
         scorer, scored = hparams.get("scorer", "gaussian"), hparams.get("scored_features", "head")
+        if scorer == "knn+gaussian" and "combine" not in hparams and self.hparams["combine"] != "mean":
+            msg = (
+                "This CutPaste checkpoint (scorer='knn+gaussian') was saved by anomalib-ssad 0.6 or earlier, which "
+                "scored a window by the mean of its k-NN and Gaussian scores; its thresholds hold for that score. "
+                "Load it with combine='mean' (--model.combine mean, or "
+                "CutPaste.load_from_checkpoint(path, combine='mean')), or retrain."
+            )
+            raise ValueError(msg)
         if compares_stages_apart(scorer, scored) and checkpoint.get(CHECKPOINT_FORMAT_KEY, 1) < 2:
             msg = (
                 f"This CutPaste checkpoint (scorer={scorer!r}) was saved by anomalib-ssad 0.3 or earlier, whose "

@@ -13,7 +13,7 @@ network returns embeddings and pretext logits (binary or 3-way); in eval mode an
 and an anomaly map from closed-form Grad-CAM (``localization="image"``) or from scoring every ``patch_size``
 window with the same scorer (``localization="patch"``). ``scorer="knn+gaussian"`` scores the two parts of
 ``"backbone+head"`` apart: the pooled stages by the k-NN (stage by stage), the head's embedding by the Gaussian,
-each in units of a normal window's score
+each in units of a normal window's score, a window scored by the lower of the two (``combine="min"``) or their mean
 (:class:`~anomalib_ssad.components.scorers.PartScorer`).
 
 Example:
@@ -33,7 +33,7 @@ from functools import partial
 from typing import Literal
 
 from anomalib_ssad.components.pretext_network import Localization, PatchEmbedding, PretextNetwork, ScoredFeatures
-from anomalib_ssad.components.scorers import CellScorer, GaussianScorer, PartScorer, Scorer
+from anomalib_ssad.components.scorers import CellScorer, GaussianScorer, PartCombine, PartScorer, Scorer
 from anomalib_ssad.validation import check_choice
 
 CutPasteScorer = Literal["gaussian", "knn", "knn+gaussian"]
@@ -54,6 +54,7 @@ def build_cutpaste_network(
     sigma: float = 4.0,
     scored_features: ScoredFeatures = "head",
     scorer: CutPasteScorer = "gaussian",
+    combine: PartCombine = "min",
     image_score: ImageScore = "peak",
 ) -> PretextNetwork:
     """CutPaste's network: backbone, MLP projection head, linear classifier, given its scorer.
@@ -80,6 +81,9 @@ def build_cutpaste_network(
             SSAD's :class:`~anomalib_ssad.components.scorers.CellScorer`; ``localization="patch"`` only) or
             ``"knn+gaussian"`` (the k-NN of the pooled stages and the Gaussian of the head's embedding, averaged
             in units of a normal window's score; ``scored_features="backbone+head"`` and patches only).
+        combine: How ``scorer="knn+gaussian"`` combines its two relative scores: ``"min"`` (a window is as
+            anomalous as the part that finds it least so) or ``"mean"`` (anomalib-ssad 0.6 and earlier). Read
+            by that scorer only.
         image_score: ``"peak"`` (the smoothed map's peak) or ``"peak*image_gaussian"`` (the peak times the
             Mahalanobis distance of the whole image's max-pooled backbone stages to a Gaussian of the training
             images'; ``localization="patch"`` only).
@@ -93,6 +97,7 @@ def build_cutpaste_network(
             ``"knn+gaussian"`` without both backbone and head features.
     """
     check_choice("scorer", scorer, CutPasteScorer)
+    check_choice("combine", combine, PartCombine)
     check_choice("image_score", image_score, ImageScore)
     if image_score != "peak" and localization != "patch":
         msg = f"image_score={image_score!r} multiplies the peak of the window map: it needs localization='patch'."
@@ -118,12 +123,12 @@ def build_cutpaste_network(
         patch_batch_size=patch_batch_size,
         sigma=sigma,
         scored_features=scored_features,
-        scorer=partial(build_cutpaste_scorer, scorer),
+        scorer=partial(build_cutpaste_scorer, scorer, combine=combine),
         image_scorer=None if image_score == "peak" else lambda _: GaussianScorer(),
     )
 
 
-def build_cutpaste_scorer(scorer: CutPasteScorer, network: PretextNetwork) -> Scorer:
+def build_cutpaste_scorer(scorer: CutPasteScorer, network: PretextNetwork, combine: PartCombine = "min") -> Scorer:
     """CutPaste's unfitted scorer of what ``network`` scores (its ``scored_features``).
 
     Args:
@@ -133,6 +138,7 @@ def build_cutpaste_scorer(scorer: CutPasteScorer, network: PretextNetwork) -> Sc
             ``"knn+gaussian"`` (:class:`~anomalib_ssad.components.scorers.PartScorer`: a ``CellScorer`` of the
             backbone part, its stages apart, a ``GaussianScorer`` of the head part).
         network: The network it scores for.
+        combine: How ``"knn+gaussian"`` combines its two parts' relative scores (``"min"`` or ``"mean"``).
 
     Raises:
         ValueError: For ``"knn+gaussian"`` on a network that does not score ``"backbone+head"``.
@@ -147,7 +153,9 @@ def build_cutpaste_scorer(scorer: CutPasteScorer, network: PretextNetwork) -> Sc
             )
             raise ValueError(msg)
         backbone_size, head_size = network.scored_part_sizes
-        return PartScorer((backbone_size, head_size), [CellScorer(network.stage_sizes), GaussianScorer()])
+        return PartScorer(
+            (backbone_size, head_size), [CellScorer(network.stage_sizes), GaussianScorer()], combine=combine
+        )
     return GaussianScorer()
 
 
