@@ -10,4 +10,4 @@ Use from the CLI as ``anomalib train --model anomalib_ssad.SSAD --data anomalib.
 from .models import SSAD, CutPaste, PatchGanomaly
 
 __all__ = ["SSAD", "CutPaste", "PatchGanomaly"]
-__version__ = "0.6.0"
+__version__ = "0.7.0"

@@ -23,9 +23,8 @@ Usage (from the project root; results are appended as they come and the table is
 ``knn3+gaussian`` is not a package scorer: the default's k-NN half averaged over 3 bank draws, each fitted on its
 own third of the normal windows (:class:`~anomalib_ssad.components.scorers.ScorerBag`, as SSAD's cells are).
 Nor is ``geomean(knn, gaussian)``: the two relative scores of ``knn+gaussian`` (each in units of a held-out normal
-window's) combined by their geometric mean. ``knn+gaussian`` is their mean (the default until 0.7, as every table
-here was measured), ``min(knn, gaussian)`` their minimum (``combine="min"``, the default since 0.7). The
-combined-scores probe::
+window's) combined by their geometric mean. ``knn+gaussian`` is their mean (the default, as every table here was
+measured), ``min(knn, gaussian)`` their minimum (the package's ``combine="min"``). The combined-scores probe::
 
     python benchmarks/cutpaste_features.py --trainings "2 head-only epochs (backbone frozen)" \
         --scorings backbone+head/knn+gaussian "backbone+head/min(knn, gaussian)" \
@@ -108,8 +107,8 @@ class GeometricMeanParts(Scorer):
 def build_scorer(scorer: str, network: PretextNetwork) -> Scorer:
     """The scorer a scoring names: the package's, or a probe's.
 
-    ``knn+gaussian`` is the mean of its parts' relative scores (the default this table was measured with, until
-    0.7), ``min(knn, gaussian)`` their minimum (the default since 0.7), ``geomean(knn, gaussian)`` their
+    ``knn+gaussian`` is the mean of its parts' relative scores (the default), ``min(knn, gaussian)`` their
+    minimum (``combine="min"``), ``geomean(knn, gaussian)`` their
     geometric mean (:class:`GeometricMeanParts`) and ``knn3+gaussian`` the mean with the k-NN part over
     :data:`BANK_DRAWS` bank draws.
     """
@@ -146,7 +145,7 @@ def run(
         return
     seed_everything(seed)
     # The image score its table was measured with (the default before peak*image_gaussian): scorings compare maps.
-    # The fitted scorer is replaced by each scoring's; combine="mean" keeps the fit as it was measured (until 0.7).
+    # The fitted scorer is replaced by each scoring's; combine="mean" (the default) is the fit it was measured with.
     init_args = {**ALL_TRAININGS[training], "seed": seed, "image_score": "peak", "combine": "mean"}
     model, engine, datamodule, fit_seconds = fit(CutPaste, init_args, DATASETS[dataset], (256, 256), output / "jobs")
     for scored_features, scorer in scorings:

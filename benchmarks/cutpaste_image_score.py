@@ -3,7 +3,7 @@
 CutPaste scores an image by the peak of its smoothed window map. A large, faint defect (Magnetic Tile's
 ``uneven`` band) raises many windows a little rather than one a lot, so the peak may miss it. This fits CutPaste
 once per dataset and seed with its default arguments but ``image_score="peak"`` (and ``combine="mean"``, the
-window score it was measured with, until 0.7), then scores every test image in
+window score it was measured with), then scores every test image in
 several ways, all from the same fitted network and the same maps (so only the image AUROC can differ; pixel
 metrics are the package's):
 

@@ -455,6 +455,34 @@ def test_cutpaste_features_bank_draws_scoring_averages_three_k_nn_banks_beside_t
     assert ("backbone+head", "knn3+gaussian") not in script.SCORINGS  # run only when named
 
 
+def test_cutpaste_features_combined_scorings_take_the_default_parts_mean_min_or_geometric_mean():
+    """benchmarks/cutpaste_features.py: knn+gaussian as measured (mean), the package's min, the probe's geomean."""
+    import torch
+
+    from anomalib_ssad.models.cutpaste.torch_model import build_cutpaste_network
+
+    script = _benchmark_script("cutpaste_features")
+    network = build_cutpaste_network(backbone="resnet18", pretrained=False, scored_features="backbone+head")
+    mean, least = script.build_scorer("knn+gaussian", network), script.build_scorer("min(knn, gaussian)", network)
+    geomean = script.build_scorer("geomean(knn, gaussian)", network)
+    assert (mean.combine, least.combine, geomean.parts.combine) == ("mean", "min", "mean")
+    rows = torch.rand(400, sum(network.scored_part_sizes), generator=torch.Generator().manual_seed(0))
+    geomean.fit([rows], generator=torch.Generator().manual_seed(1))
+    relative = torch.stack(
+        [
+            member([part]) / unit
+            for member, part, unit in zip(
+                geomean.parts.scorers, rows[:8].split(network.scored_part_sizes, 1), geomean.parts.scale, strict=True
+            )
+        ],
+        dim=1,
+    )
+    torch.testing.assert_close(geomean([rows[:8]]), relative.prod(dim=1).sqrt())
+    assert not {("backbone+head", "min(knn, gaussian)"), ("backbone+head", "geomean(knn, gaussian)")} & set(
+        script.SCORINGS
+    )
+
+
 def test_cutpaste_features_trainings_are_cutpaste_arguments_that_change_the_schedule_or_pretext_task():
     """Every schedule of benchmarks/cutpaste_features.py builds a CutPaste with exactly its arguments set."""
     from anomalib_ssad import CutPaste
@@ -486,7 +514,7 @@ def test_cutpaste_features_readme_command_runs_the_named_scorings_into_its_own_t
 @pytest.mark.parametrize(
     ("name", "output_index", "header_index", "tables"),
     [
-        ("cutpaste_features", 3, 5, 3),  # the ablation, the bank draws, the training probe
+        ("cutpaste_features", 3, 5, 4),  # the ablation, the bank draws, the training probe, the combined scores
         ("cutpaste_image_score", 2, 3, 1),
     ],
 )

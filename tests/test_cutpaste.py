@@ -373,7 +373,7 @@ def test_engine_fit_test_and_checkpoint_round_trip(tmp_path, demo_root) -> None:
     torch.testing.assert_close(restored.model.scorer.scale, model.model.scorer.scale)
     # A checkpoint of 0.3 or earlier (no format key) held a bank of the stages normalised as one part: refused.
     saved = torch.load(tmp_path / "model.ckpt", map_location="cpu", weights_only=False)
-    assert saved.pop(CHECKPOINT_FORMAT_KEY) == CHECKPOINT_FORMAT == 3
+    assert saved.pop(CHECKPOINT_FORMAT_KEY) == CHECKPOINT_FORMAT == 4
     torch.save(saved, tmp_path / "old.ckpt")
     with pytest.raises(ValueError, match=r"saved by anomalib-ssad 0\.3 or earlier, whose k-NN compared the pooled"):
         CutPaste.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu", weights_only=False)
@@ -392,15 +392,16 @@ def test_engine_fit_test_and_checkpoint_round_trip(tmp_path, demo_root) -> None:
         tmp_path / "peak.ckpt", map_location="cpu", weights_only=False, image_score="peak"
     )
     assert peak.model.image_scorer is None
-    # The default scores a window by the lower of its two parts' scores; a checkpoint of 0.6 (their mean, no
-    # combine in its hyperparameters) is refused with a message, and loads with combine="mean".
-    assert model.model.scorer.combine == restored.model.scorer.combine == "min"
+    # The default averages a window's two relative scores; a checkpoint of 0.6 (no combine in its hyperparameters:
+    # the mean) loads as it was saved, and is refused with a message by a model that takes their minimum.
+    assert model.model.scorer.combine == restored.model.scorer.combine == "mean"
     saved = torch.load(tmp_path / "model.ckpt", map_location="cpu", weights_only=False)
-    assert saved["hyper_parameters"].pop("combine") == "min"
+    assert saved["hyper_parameters"].pop("combine") == "mean"
+    saved[CHECKPOINT_FORMAT_KEY] = 3
     torch.save(saved, tmp_path / "mean.ckpt")
-    with pytest.raises(ValueError, match=r"saved by anomalib-ssad 0\.6 or earlier.*Load it with combine='mean'"):
-        CutPaste.load_from_checkpoint(tmp_path / "mean.ckpt", map_location="cpu", weights_only=False)
-    mean = CutPaste.load_from_checkpoint(tmp_path / "mean.ckpt", map_location="cpu", weights_only=False, combine="mean")
+    with pytest.raises(ValueError, match=r"saved by anomalib-ssad 0\.6 or earlier.*not for combine='min'"):
+        CutPaste.load_from_checkpoint(tmp_path / "mean.ckpt", map_location="cpu", weights_only=False, combine="min")
+    mean = CutPaste.load_from_checkpoint(tmp_path / "mean.ckpt", map_location="cpu", weights_only=False)
     assert mean.model.scorer.combine == "mean"
     torch.testing.assert_close(mean.model.scorer.scale, model.model.scorer.scale)
 

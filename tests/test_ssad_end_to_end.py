@@ -163,7 +163,7 @@ def test_checkpoint_of_cells_scored_alone_loads_as_it_was_saved_only(trained_run
 
     _, run_dir = trained_run
     saved = torch.load(run_dir / "weights" / "lightning" / "model.ckpt", map_location="cpu", weights_only=False)
-    assert saved.pop(CHECKPOINT_FORMAT_KEY) == CHECKPOINT_FORMAT == 3
+    assert saved.pop(CHECKPOINT_FORMAT_KEY) == CHECKPOINT_FORMAT == 4
     assert saved["hyper_parameters"].pop("context_cells") == 0
     torch.save(saved, tmp_path / "old.ckpt")
     restored = SSAD.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu", weights_only=False)

@@ -48,8 +48,9 @@ RANK_SEED_STRIDE = 1_000_003
 # Saved in every checkpoint; bumped when a fitted scorer's saved state is read differently than before.
 # 2 (anomalib-ssad 0.4): CutPaste's k-NN compares each pooled backbone stage apart. Absent: 0.3 or earlier.
 # 3 (anomalib-ssad 0.5): SSAD's dense cells may be scored beside their context (``context_cells``).
+# 4 (anomalib-ssad 0.7): CutPaste's ``knn+gaussian`` may combine its parts by their minimum (``combine``).
 CHECKPOINT_FORMAT_KEY = "anomalib_ssad_checkpoint_format"
-CHECKPOINT_FORMAT = 3
+CHECKPOINT_FORMAT = 4
 
 
 class PluginAnomalyModule(AnomalibModule):

@@ -74,15 +74,16 @@ class CutPaste(PretextAnomalyModule):
             embedding, the paper's), ``"backbone"`` (the pooled backbone stages the head takes, as the reference
             implementation's density estimator) or both side by side (``"backbone+head"``, the default).
         scorer: ``"knn+gaussian"`` (the default, with ``"backbone+head"``: the pooled stages by their k-NN
-            distance to normal windows, stage by stage, the head's embedding by the Gaussian, averaged in units
-            of a normal window's score), ``"gaussian"`` (the paper's: Mahalanobis distance to a Gaussian of normal
-            embeddings; needed for ``localization="image"``) or ``"knn"`` (distance to the nearest normal
-            windows, each pooled stage and the head's embedding compared apart, as SSAD's cell parts); the k-NN
-            scorers need ``localization="patch"``.
+            distance to normal windows, stage by stage, the head's embedding by the Gaussian, each in units of a
+            normal window's score, combined by ``combine``), ``"gaussian"`` (the paper's: Mahalanobis distance
+            to a Gaussian of normal embeddings; needed for ``localization="image"``) or ``"knn"`` (distance to
+            the nearest normal windows, each pooled stage and the head's embedding compared apart, as SSAD's cell
+            parts); the k-NN scorers need ``localization="patch"``.
         combine: How ``scorer="knn+gaussian"`` combines the k-NN's and the Gaussian's scores of a window, each in
-            units of a normal window's: ``"min"`` (the default: a window is as anomalous as the part that finds it
-            least so, so neither part's false alarms on normal windows reach the map) or ``"mean"`` (anomalib-ssad
-            0.6 and earlier). Read by that scorer only.
+            units of a normal window's: their ``"mean"`` (the default) or their ``"min"`` (a window is as anomalous
+            as the part that finds it least so: neither part's false alarms on normal windows reach the map, nor
+            a defect only one part sees; it lifted KolektorSDD and lowered bottle's and Magnetic Tile's AUPRO,
+            see the README's "CutPaste's window score"). Read by that scorer only.
         image_score: ``"peak*image_gaussian"`` (the default: the peak of the smoothed window map times the
             Mahalanobis distance of the whole image's max-pooled backbone stages, one more backbone pass per
             image, to a Gaussian of the training images'; ``localization="patch"`` only) or ``"peak"`` (the
@@ -132,7 +133,7 @@ class CutPaste(PretextAnomalyModule):
         sigma: float = 4.0,
         scored_features: ScoredFeatures = "backbone+head",
         scorer: CutPasteScorer = "knn+gaussian",
-        combine: PartCombine = "min",
+        combine: PartCombine = "mean",
         image_score: ImageScore = "peak*image_gaussian",
         warmup_epochs: int = 2,
         finetune_epochs: int = 0,
@@ -220,7 +221,8 @@ class CutPaste(PretextAnomalyModule):
                 compare stage by stage and score wrongly. For a checkpoint without an image Gaussian (saved with
                 ``image_score="peak"``, or by 0.5 or earlier, before ``image_score`` existed) loaded into a model
                 whose ``image_score`` needs one. For a ``scorer="knn+gaussian"`` checkpoint saved by 0.6 or earlier
-                (its windows scored by the mean of the two parts) loaded with ``combine`` other than ``"mean"``.
+                (its windows scored by the mean of the two parts, its thresholds fitted to that score) loaded with
+                ``combine`` other than ``"mean"``.
         """
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("state_dict", {})
@@ -234,12 +236,12 @@ class CutPaste(PretextAnomalyModule):
             raise ValueError(msg)
         hparams = checkpoint.get("hyper_parameters", {})
         scorer, scored = hparams.get("scorer", "gaussian"), hparams.get("scored_features", "head")
-        if scorer == "knn+gaussian" and "combine" not in hparams and self.hparams["combine"] != "mean":
+        before_combine = checkpoint.get(CHECKPOINT_FORMAT_KEY, 1) < 4
+        if scorer == "knn+gaussian" and before_combine and self.hparams["combine"] != "mean":
             msg = (
                 "This CutPaste checkpoint (scorer='knn+gaussian') was saved by anomalib-ssad 0.6 or earlier, which "
-                "scored a window by the mean of its k-NN and Gaussian scores; its thresholds hold for that score. "
-                "Load it with combine='mean' (--model.combine mean, or "
-                "CutPaste.load_from_checkpoint(path, combine='mean')), or retrain."
+                "scored a window by the mean of its k-NN and Gaussian scores; its thresholds hold for that score, "
+                f"not for combine={self.hparams['combine']!r}. Load it with combine='mean' (the default), or retrain."
             )
             raise ValueError(msg)
         if compares_stages_apart(scorer, scored) and checkpoint.get(CHECKPOINT_FORMAT_KEY, 1) < 2:

@@ -13,7 +13,7 @@ network returns embeddings and pretext logits (binary or 3-way); in eval mode an
 and an anomaly map from closed-form Grad-CAM (``localization="image"``) or from scoring every ``patch_size``
 window with the same scorer (``localization="patch"``). ``scorer="knn+gaussian"`` scores the two parts of
 ``"backbone+head"`` apart: the pooled stages by the k-NN (stage by stage), the head's embedding by the Gaussian,
-each in units of a normal window's score, a window scored by the lower of the two (``combine="min"``) or their mean
+each in units of a normal window's score; a window gets their mean or (``combine="min"``) the lower of the two
 (:class:`~anomalib_ssad.components.scorers.PartScorer`).
 
 Example:
@@ -54,7 +54,7 @@ def build_cutpaste_network(
     sigma: float = 4.0,
     scored_features: ScoredFeatures = "head",
     scorer: CutPasteScorer = "gaussian",
-    combine: PartCombine = "min",
+    combine: PartCombine = "mean",
     image_score: ImageScore = "peak",
 ) -> PretextNetwork:
     """CutPaste's network: backbone, MLP projection head, linear classifier, given its scorer.
@@ -79,11 +79,11 @@ def build_cutpaste_network(
         scorer: ``"gaussian"`` (the paper's: Mahalanobis distance to one Gaussian of normal embeddings),
             ``"knn"`` (distance to the nearest normal windows, each part of ``"backbone+head"`` compared apart:
             SSAD's :class:`~anomalib_ssad.components.scorers.CellScorer`; ``localization="patch"`` only) or
-            ``"knn+gaussian"`` (the k-NN of the pooled stages and the Gaussian of the head's embedding, averaged
-            in units of a normal window's score; ``scored_features="backbone+head"`` and patches only).
-        combine: How ``scorer="knn+gaussian"`` combines its two relative scores: ``"min"`` (a window is as
-            anomalous as the part that finds it least so) or ``"mean"`` (anomalib-ssad 0.6 and earlier). Read
-            by that scorer only.
+            ``"knn+gaussian"`` (the k-NN of the pooled stages and the Gaussian of the head's embedding, each in
+            units of a normal window's score, combined by ``combine``; ``scored_features="backbone+head"`` and
+            patches only).
+        combine: How ``scorer="knn+gaussian"`` combines its two relative scores: their ``"mean"`` or their
+            ``"min"`` (a window is as anomalous as the part that finds it least so). Read by that scorer only.
         image_score: ``"peak"`` (the smoothed map's peak) or ``"peak*image_gaussian"`` (the peak times the
             Mahalanobis distance of the whole image's max-pooled backbone stages to a Gaussian of the training
             images'; ``localization="patch"`` only).
@@ -128,7 +128,7 @@ def build_cutpaste_network(
     )
 
 
-def build_cutpaste_scorer(scorer: CutPasteScorer, network: PretextNetwork, combine: PartCombine = "min") -> Scorer:
+def build_cutpaste_scorer(scorer: CutPasteScorer, network: PretextNetwork, combine: PartCombine = "mean") -> Scorer:
     """CutPaste's unfitted scorer of what ``network`` scores (its ``scored_features``).
 
     Args:
