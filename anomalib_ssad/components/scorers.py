@@ -326,7 +326,8 @@ class PartScorer(Scorer):
         holdout: Largest number of normal rows held out of fitting to measure a normal row's score.
         combine: ``"mean"`` of the relative scores, or their ``"min"``: a row is as anomalous as the part that
             finds it least so, which keeps each part's false alarms on normal rows the other part knows (a rare
-            normal pattern far from one Gaussian; a normal texture missing from a k-NN bank) out of the score.
+            normal pattern far from one Gaussian; a normal texture missing from a k-NN bank) out of the score,
+            and with them any defect that only one part sees.
 
     Example:
         >>> import torch
