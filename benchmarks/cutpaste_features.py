@@ -98,10 +98,7 @@ class GeometricMeanParts(Scorer):
         self.parts.fit(embeddings, generator)
 
     def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:  # noqa: D102
-        parts = self.parts._parts(embeddings)
-        scores = [scorer([part]) for scorer, part in zip(self.parts.scorers, parts, strict=True)]
-        relative = torch.stack(scores, dim=1) / self.parts.scale
-        return relative.clamp_min(1e-12).log().mean(dim=1).exp()
+        return self.parts.relative_scores(embeddings).clamp_min(1e-12).log().mean(dim=1).exp()
 
 
 def build_scorer(scorer: str, network: PretextNetwork) -> Scorer:

@@ -377,11 +377,15 @@ class PartScorer(Scorer):
             scores = [scorer([part]).mean() for scorer, part in zip(self.scorers, parts, strict=True)]
             self.scale = torch.stack(scores).clamp_min(_EPS).to(self.scale.device)
 
-    def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Mean or minimum (``combine``) over the parts of score / normal score, ``[N]``."""
+    def relative_scores(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Each part's score over its normal score, ``[N, num_parts]``: what ``combine`` makes one score of."""
         parts = self._parts(embeddings)
         scores = torch.stack([scorer([part]) for scorer, part in zip(self.scorers, parts, strict=True)], dim=1)
-        relative = scores / self.scale
+        return scores / self.scale
+
+    def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Mean or minimum (``combine``) over the parts of score / normal score, ``[N]``."""
+        relative = self.relative_scores(embeddings)
         return relative.amin(dim=1) if self.combine == "min" else relative.mean(dim=1)
 
 

@@ -236,15 +236,15 @@ class CutPaste(PretextAnomalyModule):
             raise ValueError(msg)
         hparams = checkpoint.get("hyper_parameters", {})
         scorer, scored = hparams.get("scorer", "gaussian"), hparams.get("scored_features", "head")
-        before_combine = checkpoint.get(CHECKPOINT_FORMAT_KEY, 1) < 4
-        if scorer == "knn+gaussian" and before_combine and self.hparams["combine"] != "mean":
+        saved_format = checkpoint.get(CHECKPOINT_FORMAT_KEY, 1)
+        if scorer == "knn+gaussian" and saved_format < 4 and self.hparams["combine"] != "mean":
             msg = (
                 "This CutPaste checkpoint (scorer='knn+gaussian') was saved by anomalib-ssad 0.6 or earlier, which "
                 "scored a window by the mean of its k-NN and Gaussian scores; its thresholds hold for that score, "
                 f"not for combine={self.hparams['combine']!r}. Load it with combine='mean' (the default), or retrain."
             )
             raise ValueError(msg)
-        if compares_stages_apart(scorer, scored) and checkpoint.get(CHECKPOINT_FORMAT_KEY, 1) < 2:
+        if compares_stages_apart(scorer, scored) and saved_format < 2:
             msg = (
                 f"This CutPaste checkpoint (scorer={scorer!r}) was saved by anomalib-ssad 0.3 or earlier, whose "
                 "k-NN compared the pooled backbone stages as one part; 0.4 compares each stage apart and would "
