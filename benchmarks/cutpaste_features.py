@@ -44,7 +44,7 @@ from tables import read_rows, seed_mean, write_table
 
 from anomalib_ssad import CutPaste
 from anomalib_ssad.components.pretext_network import PretextNetwork
-from anomalib_ssad.components.scorers import CellScorer, PartScorer, Scorer, ScorerBag
+from anomalib_ssad.components.scorers import CellScorer, PartScorer, Scorer, ScorerBag, _hold_out_rows
 from anomalib_ssad.models.cutpaste.torch_model import build_cutpaste_scorer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -66,6 +66,7 @@ EXTRA_SCORINGS = (
     ("backbone+head", "knn3+gaussian"),
     ("backbone+head", "min(knn, gaussian)"),
     ("backbone+head", "geomean(knn, gaussian)"),
+    ("backbone+head", "zmean(knn, gaussian)"),
 )
 ALL_SCORINGS = (*SCORINGS, *EXTRA_SCORINGS)
 BANK_DRAWS = 3
@@ -101,6 +102,35 @@ class GeometricMeanParts(Scorer):
         return self.parts.relative_scores(embeddings).clamp_min(1e-12).log().mean(dim=1).exp()
 
 
+class StandardizedParts(Scorer):
+    """The default's :class:`PartScorer` with each part's relative score standardised before the mean.
+
+    A part's relative score on normal rows has mean about 1 but its own spread; the mean of the parts lets the
+    part with the wider normal spread decide the ranking. Here each part's score is shifted and scaled by the mean
+    and standard deviation of its scores on normal rows held out of fitting (a tenth, as the units are).
+    """
+
+    shift: torch.Tensor
+    spread: torch.Tensor
+
+    def __init__(self, parts: PartScorer) -> None:
+        super().__init__()
+        self.parts = parts
+        self.register_buffer("shift", torch.zeros(len(parts.scorers)))
+        self.register_buffer("spread", torch.ones(len(parts.scorers)))
+
+    def fit(self, embeddings: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> None:  # noqa: D102
+        rows = torch.cat(list(embeddings)).detach().float()
+        held, rest = _hold_out_rows(rows.shape[0], self.parts.holdout, generator, rows.device)
+        self.parts.fit([rows[rest]], generator)
+        relative = self.parts.relative_scores([rows[held]])
+        self.shift, self.spread = relative.mean(dim=0), relative.std(dim=0).clamp_min(1e-12)
+        print(json.dumps({"part_mean": self.shift.tolist(), "part_std": self.spread.tolist()}), flush=True)
+
+    def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:  # noqa: D102
+        return ((self.parts.relative_scores(embeddings) - self.shift) / self.spread).mean(dim=1)
+
+
 def build_scorer(scorer: str, network: PretextNetwork) -> Scorer:
     """The scorer a scoring names: the package's, or a probe's.
 
@@ -113,6 +143,8 @@ def build_scorer(scorer: str, network: PretextNetwork) -> Scorer:
         return build_cutpaste_scorer("knn+gaussian", network, combine="min")
     if scorer == "geomean(knn, gaussian)":
         return GeometricMeanParts(build_cutpaste_scorer("knn+gaussian", network, combine="mean"))
+    if scorer == "zmean(knn, gaussian)":
+        return StandardizedParts(build_cutpaste_scorer("knn+gaussian", network, combine="mean"))
     if scorer != "knn3+gaussian":
         return build_cutpaste_scorer(scorer, network, combine="mean")
     default = build_cutpaste_scorer("knn+gaussian", network, combine="mean")
