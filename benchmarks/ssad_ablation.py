@@ -13,6 +13,7 @@ Usage (from the project root; results are appended as they come and the table is
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from tables import read_rows, write_table
 from anomalib_ssad import SSAD
 from anomalib_ssad.components import gaussian_blur
 from anomalib_ssad.components.memory_bank import CentredParts
-from anomalib_ssad.components.scorers import CellScorer, PartScorer, ScorerBag
+from anomalib_ssad.components.scorers import CellScorer, PartScorer, ScorerBag, _hold_out
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATASETS = {
@@ -58,6 +59,7 @@ TRAININGS = [
             ("one bank draw, 1 nearest neighbour", {**ONE_DRAW, "num_neighbors": 1}),
             ("one bank draw, distance: 0.4 cosine + 0.6 Euclidean", {**ONE_DRAW, "direction_weight": 0.4}),
             ("one bank draw, H3: 16,384-row bank", {**ONE_DRAW, "memory_bank_size": 16384}),
+            ("distance: cosine + Euclidean, each standardised on held-out normal cells", {"units": "standardized"}),
             (
                 "one bank draw, backbone feature + the same minus its image's mean cell",
                 {**ONE_DRAW, "image_centred": True},
@@ -168,6 +170,7 @@ DEFAULT_SCORING = {
     "memory_bank_draws": None,
     "context_cells": None,
     "scales": "joint",
+    "units": "mean",
 }
 
 
@@ -183,7 +186,7 @@ def rescore(model: SSAD, engine: Engine, datamodule: MVTecAD, scoring: dict) -> 
         part_sizes = _image_centred(model.model)
 
     def cell_scorer(part_sizes: tuple[int, ...] = part_sizes) -> CellScorer:
-        scorer = CellScorer(
+        scorer = (_StandardizedCells if scoring["units"] == "standardized" else CellScorer)(
             part_sizes,
             scoring["memory_bank_size"] or model.hparams.memory_bank_size,
             scoring["cell_distance"],
@@ -229,6 +232,26 @@ def _image_centred(network: torch.nn.Module) -> tuple[int, ...]:
 
     network.dense_embeddings = dense_embeddings
     return (*network.scored_part_sizes, *network.scored_part_sizes)
+
+
+class _StandardizedCells(CellScorer):
+    """The default's two relative distances, each shifted and scaled by its mean and spread on held-out normal cells.
+
+    The plain mean of the two lets the distance with the wider spread on normal cells decide the ranking; here
+    both spread alike (probe of the CutPaste ``zmean(knn, gaussian)`` scoring's idea for SSAD's cells).
+    """
+
+    def fit(self, embeddings: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> None:
+        rows = torch.cat(list(embeddings)).detach().float()
+        held, rest = _hold_out(rows, self.holdout, generator)
+        super().fit([rest], generator)
+        relative = torch.stack(self._distances(held), dim=1) / self.scale
+        self.shift, self.spread = relative.mean(dim=0), relative.std(dim=0).clamp_min(1e-12)
+        print(json.dumps({"distance_mean": self.shift.tolist(), "distance_std": self.spread.tolist()}), flush=True)
+
+    def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+        relative = torch.stack(self._distances(torch.cat(list(embeddings))), dim=1) / self.scale
+        return ((relative - self.shift) / self.spread).mean(dim=1)
 
 
 class _Uncentred(CentredParts):
