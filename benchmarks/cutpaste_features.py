@@ -22,13 +22,16 @@ Usage (from the project root; results are appended as they come and the table is
 
 ``knn3+gaussian`` is not a package scorer: the default's k-NN half averaged over 3 bank draws, each fitted on its
 own third of the normal windows (:class:`~anomalib_ssad.components.scorers.ScorerBag`, as SSAD's cells are).
-Nor is ``geomean(knn, gaussian)``: the two relative scores of ``knn+gaussian`` (each in units of a held-out normal
-window's) combined by their geometric mean. ``knn+gaussian`` is their mean (the default, as every table here was
-measured), ``min(knn, gaussian)`` their minimum (the package's ``combine="min"``). The combined-scores probe::
+Nor are ``geomean(knn, gaussian)``, the two relative scores of ``knn+gaussian`` (each in units of a held-out normal
+window's) combined by their geometric mean, and ``zmean(knn, gaussian)``, their mean after standardising each by
+its mean and spread on held-out normal windows (:class:`StandardizedParts`). ``knn+gaussian`` is their mean (the
+default, as every table here was measured), ``min(knn, gaussian)`` their minimum (the package's
+``combine="min"``). The combined-scores probe::
 
     python benchmarks/cutpaste_features.py --trainings "2 head-only epochs (backbone frozen)" \
         --scorings backbone+head/knn+gaussian "backbone+head/min(knn, gaussian)" \
-        "backbone+head/geomean(knn, gaussian)" backbone+head/knn --output benchmarks/results/cutpaste_part_combine
+        "backbone+head/geomean(knn, gaussian)" "backbone+head/zmean(knn, gaussian)" backbone+head/knn \
+        --output benchmarks/results/cutpaste_part_combine
 """
 
 import argparse
@@ -135,9 +138,9 @@ def build_scorer(scorer: str, network: PretextNetwork) -> Scorer:
     """The scorer a scoring names: the package's, or a probe's.
 
     ``knn+gaussian`` is the mean of its parts' relative scores (the default), ``min(knn, gaussian)`` their
-    minimum (``combine="min"``), ``geomean(knn, gaussian)`` their
-    geometric mean (:class:`GeometricMeanParts`) and ``knn3+gaussian`` the mean with the k-NN part over
-    :data:`BANK_DRAWS` bank draws.
+    minimum (``combine="min"``), ``geomean(knn, gaussian)`` their geometric mean (:class:`GeometricMeanParts`),
+    ``zmean(knn, gaussian)`` the mean of their z-scores (:class:`StandardizedParts`) and ``knn3+gaussian`` the
+    mean with the k-NN part over :data:`BANK_DRAWS` bank draws.
     """
     if scorer == "min(knn, gaussian)":
         return build_cutpaste_scorer("knn+gaussian", network, combine="min")

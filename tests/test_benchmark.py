@@ -483,6 +483,33 @@ def test_cutpaste_features_combined_scorings_take_the_default_parts_mean_min_or_
     )
 
 
+def test_standardised_probe_scorings_shift_and_scale_each_part_by_its_held_out_normal_scores():
+    """The probes' zmean (CutPaste's two parts) and standardised cells (SSAD's two distances): per-part z-scores."""
+    import torch
+
+    from anomalib_ssad.components.scorers import _hold_out_rows
+    from anomalib_ssad.models.cutpaste.torch_model import build_cutpaste_network
+
+    network = build_cutpaste_network(backbone="resnet18", pretrained=False, scored_features="backbone+head")
+    zmean = _benchmark_script("cutpaste_features").build_scorer("zmean(knn, gaussian)", network)
+    cells = _benchmark_script("ssad_ablation")._StandardizedCells((3, 3), capacity=64)
+    for scorer, width in ((zmean, sum(network.scored_part_sizes)), (cells, 6)):
+        rows = torch.rand(600, width, generator=torch.Generator().manual_seed(0))
+        scorer.fit([rows], generator=torch.Generator().manual_seed(1))
+        # The first draw of the generator picks the held-out rows; the parts are fitted on the others.
+        held, _ = _hold_out_rows(600, 20000, torch.Generator().manual_seed(1), rows.device)
+        if scorer is zmean:
+            relative = zmean.parts.relative_scores([rows[held]])
+            fresh = zmean.parts.relative_scores([rows[:8]])
+        else:
+            relative = torch.stack(cells._distances(rows[held]), dim=1) / cells.scale
+            fresh = torch.stack(cells._distances(rows[:8]), dim=1) / cells.scale
+        torch.testing.assert_close(scorer.shift, relative.mean(dim=0))
+        torch.testing.assert_close(scorer.spread, relative.std(dim=0))
+        assert not torch.allclose(scorer.spread[0], scorer.spread[1])  # the parts spread differently: it matters
+        torch.testing.assert_close(scorer([rows[:8]]), ((fresh - scorer.shift) / scorer.spread).mean(dim=1))
+
+
 def test_cutpaste_features_trainings_are_cutpaste_arguments_that_change_the_schedule_or_pretext_task():
     """Every schedule of benchmarks/cutpaste_features.py builds a CutPaste with exactly its arguments set."""
     from anomalib_ssad import CutPaste
