@@ -24,7 +24,7 @@ Usage (from the project root; results are appended as they come and the table is
 own third of the normal windows (:class:`~anomalib_ssad.components.scorers.ScorerBag`, as SSAD's cells are).
 Nor are ``geomean(knn, gaussian)``, the two relative scores of ``knn+gaussian`` (each in units of a held-out normal
 window's) combined by their geometric mean, and ``zmean(knn, gaussian)``, their mean after standardising each by
-its mean and spread on held-out normal windows (:class:`StandardizedParts`). ``knn+gaussian`` is their mean (the
+its mean and spread on held-out normal windows (``fitting.StandardizedScores``). ``knn+gaussian`` is their mean (the
 default, as every table here was measured), ``min(knn, gaussian)`` their minimum (the package's
 ``combine="min"``). The combined-scores probe::
 
@@ -41,13 +41,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from fitting import fit, refit_scorer
+from fitting import StandardizedScores, fit, refit_scorer
 from lightning.pytorch import seed_everything
 from tables import read_rows, seed_mean, write_table
 
 from anomalib_ssad import CutPaste
 from anomalib_ssad.components.pretext_network import PretextNetwork
-from anomalib_ssad.components.scorers import CellScorer, PartScorer, Scorer, ScorerBag, _hold_out_rows
+from anomalib_ssad.components.scorers import CellScorer, PartScorer, Scorer, ScorerBag
 from anomalib_ssad.models.cutpaste.torch_model import build_cutpaste_scorer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -105,41 +105,12 @@ class GeometricMeanParts(Scorer):
         return self.parts.relative_scores(embeddings).clamp_min(1e-12).log().mean(dim=1).exp()
 
 
-class StandardizedParts(Scorer):
-    """The default's :class:`PartScorer` with each part's relative score standardised before the mean.
-
-    A part's relative score on normal rows has mean about 1 but its own spread; the mean of the parts lets the
-    part with the wider normal spread decide the ranking. Here each part's score is shifted and scaled by the mean
-    and standard deviation of its scores on normal rows held out of fitting (a tenth, as the units are).
-    """
-
-    shift: torch.Tensor
-    spread: torch.Tensor
-
-    def __init__(self, parts: PartScorer) -> None:
-        super().__init__()
-        self.parts = parts
-        self.register_buffer("shift", torch.zeros(len(parts.scorers)))
-        self.register_buffer("spread", torch.ones(len(parts.scorers)))
-
-    def fit(self, embeddings: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> None:  # noqa: D102
-        rows = torch.cat(list(embeddings)).detach().float()
-        held, rest = _hold_out_rows(rows.shape[0], self.parts.holdout, generator, rows.device)
-        self.parts.fit([rows[rest]], generator)
-        relative = self.parts.relative_scores([rows[held]])
-        self.shift, self.spread = relative.mean(dim=0), relative.std(dim=0).clamp_min(1e-12)
-        print(json.dumps({"part_mean": self.shift.tolist(), "part_std": self.spread.tolist()}), flush=True)
-
-    def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:  # noqa: D102
-        return ((self.parts.relative_scores(embeddings) - self.shift) / self.spread).mean(dim=1)
-
-
 def build_scorer(scorer: str, network: PretextNetwork) -> Scorer:
     """The scorer a scoring names: the package's, or a probe's.
 
     ``knn+gaussian`` is the mean of its parts' relative scores (the default), ``min(knn, gaussian)`` their
     minimum (``combine="min"``), ``geomean(knn, gaussian)`` their geometric mean (:class:`GeometricMeanParts`),
-    ``zmean(knn, gaussian)`` the mean of their z-scores (:class:`StandardizedParts`) and ``knn3+gaussian`` the
+    ``zmean(knn, gaussian)`` the mean of their z-scores (``fitting.StandardizedScores``) and ``knn3+gaussian`` the
     mean with the k-NN part over :data:`BANK_DRAWS` bank draws.
     """
     if scorer == "min(knn, gaussian)":
@@ -147,7 +118,7 @@ def build_scorer(scorer: str, network: PretextNetwork) -> Scorer:
     if scorer == "geomean(knn, gaussian)":
         return GeometricMeanParts(build_cutpaste_scorer("knn+gaussian", network, combine="mean"))
     if scorer == "zmean(knn, gaussian)":
-        return StandardizedParts(build_cutpaste_scorer("knn+gaussian", network, combine="mean"))
+        return StandardizedScores(build_cutpaste_scorer("knn+gaussian", network, combine="mean"))
     if scorer != "knn3+gaussian":
         return build_cutpaste_scorer(scorer, network, combine="mean")
     default = build_cutpaste_scorer("knn+gaussian", network, combine="mean")

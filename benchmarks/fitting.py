@@ -1,13 +1,17 @@
 """Fitting for the ablation scripts: one plugin model on one MVTec-layout category, as the runner does."""
 
+import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
 
 from anomalib_ssad.benchmark.runner import shared_evaluator
+from anomalib_ssad.components.scorers import CellScorer, PartScorer, Scorer, _hold_out_rows
 
 
 def fit(
@@ -47,3 +51,41 @@ def refit_scorer(model: Any, engine: Engine, datamodule: MVTecAD) -> None:
     """
     model.fit_normal_model(datamodule.train_dataloader())
     engine.validate(model=model, datamodule=datamodule, verbose=False)
+
+
+class StandardizedScores(Scorer):
+    """A two-part scorer whose parts' relative scores are standardised on held-out normal rows, then averaged.
+
+    The wrapped scorer (CutPaste's :class:`PartScorer`, SSAD's :class:`CellScorer`) divides each part's score by
+    its mean on held-out normal rows, which equalises the parts' level but not their spread, so in a mean the part
+    that spreads wider on normal rows decides the ranking. Here each part's relative score is also shifted and
+    scaled by its mean and standard deviation on a tenth of the normal rows (at most the scorer's ``holdout``)
+    held out of its fitting; the measured means and spreads are printed (the probes' logs).
+    """
+
+    shift: torch.Tensor
+    spread: torch.Tensor
+
+    def __init__(self, scorer: PartScorer | CellScorer) -> None:
+        super().__init__()
+        self.scorer = scorer
+        self.register_buffer("shift", torch.zeros_like(scorer.scale))
+        self.register_buffer("spread", torch.ones_like(scorer.scale))
+
+    @property
+    def max_fit_rows(self) -> int | None:
+        """The wrapped scorer's bound on fitted rows (``None``: no bound)."""
+        return getattr(self.scorer, "max_fit_rows", None)
+
+    def fit(self, embeddings: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> None:
+        """Fit the wrapped scorer on normal rows ``[N, D]`` but a held-out tenth, whose scores set shift and spread."""
+        rows = torch.cat(list(embeddings)).detach().float()
+        held, rest = _hold_out_rows(rows.shape[0], self.scorer.holdout, generator, rows.device)
+        self.scorer.fit([rows[rest]], generator)
+        relative = self.scorer.relative_scores([rows[held]])
+        self.shift, self.spread = relative.mean(dim=0), relative.std(dim=0).clamp_min(1e-12)
+        print(json.dumps({"part_mean": self.shift.tolist(), "part_std": self.spread.tolist()}), flush=True)
+
+    def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Mean over the parts of (relative score - shift) / spread, ``[N]``."""
+        return ((self.scorer.relative_scores(embeddings) - self.shift) / self.spread).mean(dim=1)

@@ -13,20 +13,19 @@ Usage (from the project root; results are appended as they come and the table is
 
 import argparse
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
-from fitting import fit, refit_scorer
+from fitting import StandardizedScores, fit, refit_scorer
 from lightning.pytorch import seed_everything
 from tables import read_rows, write_table
 
 from anomalib_ssad import SSAD
 from anomalib_ssad.components import gaussian_blur
 from anomalib_ssad.components.memory_bank import CentredParts
-from anomalib_ssad.components.scorers import CellScorer, PartScorer, ScorerBag, _hold_out
+from anomalib_ssad.components.scorers import CellScorer, PartScorer, Scorer, ScorerBag
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATASETS = {
@@ -185,8 +184,8 @@ def rescore(model: SSAD, engine: Engine, datamodule: MVTecAD, scoring: dict) -> 
     if scoring["image_centred"]:
         part_sizes = _image_centred(model.model)
 
-    def cell_scorer(part_sizes: tuple[int, ...] = part_sizes) -> CellScorer:
-        scorer = (_StandardizedCells if scoring["units"] == "standardized" else CellScorer)(
+    def cell_scorer(part_sizes: tuple[int, ...] = part_sizes) -> Scorer:
+        scorer = CellScorer(
             part_sizes,
             scoring["memory_bank_size"] or model.hparams.memory_bank_size,
             scoring["cell_distance"],
@@ -197,7 +196,7 @@ def rescore(model: SSAD, engine: Engine, datamodule: MVTecAD, scoring: dict) -> 
         )
         if not scoring["centring"]:
             scorer.centred_parts = _Uncentred(model)
-        return scorer
+        return StandardizedScores(scorer) if scoring["units"] == "standardized" else scorer
 
     draws = scoring["memory_bank_draws"] or model.hparams.memory_bank_draws
     build = cell_scorer
@@ -232,26 +231,6 @@ def _image_centred(network: torch.nn.Module) -> tuple[int, ...]:
 
     network.dense_embeddings = dense_embeddings
     return (*network.scored_part_sizes, *network.scored_part_sizes)
-
-
-class _StandardizedCells(CellScorer):
-    """The default's two relative distances, each shifted and scaled by its mean and spread on held-out normal cells.
-
-    The plain mean of the two lets the distance with the wider spread on normal cells decide the ranking; here
-    both spread alike (probe of the CutPaste ``zmean(knn, gaussian)`` scoring's idea for SSAD's cells).
-    """
-
-    def fit(self, embeddings: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> None:
-        rows = torch.cat(list(embeddings)).detach().float()
-        held, rest = _hold_out(rows, self.holdout, generator)
-        super().fit([rest], generator)
-        relative = torch.stack(self._distances(held), dim=1) / self.scale
-        self.shift, self.spread = relative.mean(dim=0), relative.std(dim=0).clamp_min(1e-12)
-        print(json.dumps({"distance_mean": self.shift.tolist(), "distance_std": self.spread.tolist()}), flush=True)
-
-    def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
-        relative = torch.stack(self._distances(torch.cat(list(embeddings))), dim=1) / self.scale
-        return ((relative - self.shift) / self.spread).mean(dim=1)
 
 
 class _Uncentred(CentredParts):

@@ -487,23 +487,24 @@ def test_standardised_probe_scorings_shift_and_scale_each_part_by_its_held_out_n
     """The probes' zmean (CutPaste's two parts) and standardised cells (SSAD's two distances): per-part z-scores."""
     import torch
 
-    from anomalib_ssad.components.scorers import _hold_out_rows
+    from anomalib_ssad.components.scorers import CellScorer, _hold_out_rows
     from anomalib_ssad.models.cutpaste.torch_model import build_cutpaste_network
 
     network = build_cutpaste_network(backbone="resnet18", pretrained=False, scored_features="backbone+head")
     zmean = _benchmark_script("cutpaste_features").build_scorer("zmean(knn, gaussian)", network)
-    cells = _benchmark_script("ssad_ablation")._StandardizedCells((3, 3), capacity=64)
+    cells = _benchmark_script("fitting").StandardizedScores(CellScorer((3, 3), capacity=64))
+    assert cells.max_fit_rows == cells.scorer.max_fit_rows  # SSAD's collection of normal cells stays bounded
     for scorer, width in ((zmean, sum(network.scored_part_sizes)), (cells, 6)):
         rows = torch.rand(600, width, generator=torch.Generator().manual_seed(0))
         scorer.fit([rows], generator=torch.Generator().manual_seed(1))
         # The first draw of the generator picks the held-out rows; the parts are fitted on the others.
         held, _ = _hold_out_rows(600, 20000, torch.Generator().manual_seed(1), rows.device)
         if scorer is zmean:
-            relative = zmean.parts.relative_scores([rows[held]])
-            fresh = zmean.parts.relative_scores([rows[:8]])
+            relative = zmean.scorer.relative_scores([rows[held]])
+            fresh = zmean.scorer.relative_scores([rows[:8]])
         else:
-            relative = torch.stack(cells._distances(rows[held]), dim=1) / cells.scale
-            fresh = torch.stack(cells._distances(rows[:8]), dim=1) / cells.scale
+            relative = torch.stack(cells.scorer._distances(rows[held]), dim=1) / cells.scorer.scale
+            fresh = torch.stack(cells.scorer._distances(rows[:8]), dim=1) / cells.scorer.scale
         torch.testing.assert_close(scorer.shift, relative.mean(dim=0))
         torch.testing.assert_close(scorer.spread, relative.std(dim=0))
         assert not torch.allclose(scorer.spread[0], scorer.spread[1])  # the parts spread differently: it matters

@@ -304,9 +304,13 @@ class CellScorer(DynamicBufferMixin, Scorer):
             distances = torch.stack([distance.mean() for distance in self._distances(held)])
             self.scale = distances.clamp_min(_EPS).to(self.scale.device)
 
+    def relative_scores(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Each distance over its normal distance, ``[N, num_distances]``: what ``combine`` makes one score of."""
+        return torch.stack(self._distances(_single(embeddings)), dim=1) / self.scale
+
     def forward(self, embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
         """Anomaly score of every cell ``[N, D]``: (weighted) mean or max of distance / normal distance, ``[N]``."""
-        relative = torch.stack(self._distances(_single(embeddings)), dim=1) / self.scale
+        relative = self.relative_scores(embeddings)
         if self.combine == "max":
             return relative.amax(dim=1)
         return relative @ relative.new_tensor(self.weights)
