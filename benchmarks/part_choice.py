@@ -17,12 +17,14 @@ trains on, closest to Magnetic Tile's uneven finish).
 
 Usage (from the project root; one model and dataset per fit, rows appended as they come)::
 
-    python benchmarks/part_choice.py --models ssad cutpaste
+    python benchmarks/part_choice.py                       # SSAD and CutPaste, every dataset
+    python benchmarks/part_choice.py --models ssad --datasets kolektorsdd
 """
 
 import argparse
 import json
 import math
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,6 +54,7 @@ WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 FAMILIES = ("polygon+scar", "cutpaste", "sadsa", "smooth")
 COLUMNS = ("dataset", "model", "images", "first_part_weight", "image_AUROC", "pixel_AUROC", "pixel_AUPRO")
 IMAGE_SIZE = (256, 256)
+OUTPUT = Path("benchmarks/results/part_choice")
 
 
 @torch.no_grad()
@@ -137,17 +140,26 @@ def score_sets(model: SSAD | CutPaste, datamodule, held: list[int]) -> dict[str,
     return out
 
 
+def unit_range(scores: torch.Tensor) -> torch.Tensor:
+    """Scores min-max scaled to [0, 1], their order kept.
+
+    torchmetrics takes scores outside [0, 1] for logits and applies a sigmoid, which rounds large scores (CutPaste's
+    image scores, a peak times a Gaussian factor) to 1 in float32: ties that would make every AUROC 0.5.
+    """
+    return (scores - scores.min()) / (scores.max() - scores.min()).clamp_min(1e-12)
+
+
 def metrics(maps: torch.Tensor, factor: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, weight: float):
     """Image AUROC, pixel AUROC and AUPRO of the maps with the first part weighted ``weight``."""
     combined = weight * maps[:, 0] + (1 - weight) * maps[:, 1]
-    image = binary_auroc(combined.flatten(1).amax(1) * factor, labels.long())
-    pixel = binary_auroc(combined.flatten(), masks.flatten().long())
+    image = binary_auroc(unit_range(combined.flatten(1).amax(1) * factor), labels.long())
+    pixel = binary_auroc(unit_range(combined.flatten()), masks.flatten().long())
     aupro = _AUPRO(fpr_limit=0.3)
     aupro.update(combined, masks.long())
     return [round(float(value), 3) for value in (image, pixel, aupro.compute())]
 
 
-def run(dataset: str, name: str, output: Path) -> None:
+def run(dataset: str, name: str, output: Path, command: str) -> None:
     if any(row["dataset"] == dataset and row["model"] == name for row in read_rows(output / "results.csv")):
         return
     model_class, first, second = MODELS[name]
@@ -166,20 +178,26 @@ def run(dataset: str, name: str, output: Path) -> None:
             )
             print(json.dumps(row), flush=True)
             rows = [*read_rows(output / "results.csv"), row]
-            command = "Command: `python benchmarks/part_choice.py --models ssad cutpaste` (seed 0, efficientnet_lite0)"
-            write_table(output / "results.csv", COLUMNS, rows, command)
+            header = f"Command: `{command}` (seed 0, efficientnet_lite0 ImageNet, 256 px, this 2-core CPU)"
+            write_table(output / "results.csv", COLUMNS, rows, header)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--models", nargs="+", default=["ssad"], choices=list(MODELS))
-    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/part_choice"))
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
+    # The header names what defines the table (its models and place), not which datasets this run adds.
+    command = ["python", "benchmarks/part_choice.py"]
+    if args.models != list(MODELS):
+        command += ["--models", *args.models]
+    if args.output != OUTPUT:
+        command += ["--output", str(args.output)]
     for name in args.models:
         for dataset in args.datasets:
-            run(dataset, name, args.output)
+            run(dataset, name, args.output, shlex.join(command))
 
 
 if __name__ == "__main__":
