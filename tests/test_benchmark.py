@@ -544,6 +544,7 @@ def test_cutpaste_features_readme_command_runs_the_named_scorings_into_its_own_t
     [
         ("cutpaste_features", 3, 5, 4),  # the ablation, the bank draws, the training probe, the combined scores
         ("cutpaste_image_score", 2, 3, 1),
+        ("part_choice", 2, 3, 1),
     ],
 )
 def test_benchmark_commands_in_the_readme_rerun_the_tables_they_cite(
@@ -696,3 +697,48 @@ def test_cutpaste_image_score_table_appends_seed_means():
         ("kolektorsdd", "mean of 0/1"),
     ]
     assert table[-1]["image_AUROC"] == 0.75
+
+
+def test_part_choice_maps_at_the_default_weight_are_the_networks_own_maps():
+    """benchmarks/part_choice.py: part maps weighted as the default (half each) give the network's map and score."""
+    from types import SimpleNamespace
+
+    from anomalib_ssad.models.cutpaste.torch_model import build_cutpaste_network
+    from anomalib_ssad.models.ssad.torch_model import build_ssad_network
+
+    script = _benchmark_script("part_choice")
+    torch.manual_seed(0)
+    ssad = build_ssad_network(backbone="resnet18", pretrained=False, memory_bank_size=64)
+    cutpaste = build_cutpaste_network(
+        backbone="resnet18",
+        pretrained=False,
+        scored_features="backbone+head",
+        scorer="knn+gaussian",
+        image_score="peak*image_gaussian",
+        patch_size=32,
+        patch_stride=16,
+    )
+    for network in (ssad, cutpaste):
+        normal = torch.rand(6, 3, 64, 64)
+        network.eval().scorer.fit(network.normal_embeddings(normal), torch.Generator().manual_seed(0))
+        if network.image_scorer is not None:  # CutPaste's default: the peak times the image's Gaussian score
+            network.image_scorer.fit([network.image_features(normal)])
+        images = torch.rand(2, 3, 64, 64)
+        maps, factor = script.part_maps(SimpleNamespace(model=network), images)
+        assert maps.shape == (2, 2, 64, 64) and not torch.allclose(maps[:, 0], maps[:, 1])
+        with torch.no_grad():
+            expected = network(images)
+        torch.testing.assert_close(maps.mean(dim=1, keepdim=True), expected.anomaly_map)
+        torch.testing.assert_close(maps.mean(dim=1).flatten(1).amax(1) * factor, expected.pred_score, rtol=1e-5, atol=0)
+
+
+def test_part_choice_smooth_defects_change_the_masked_region_only():
+    """benchmarks/part_choice.py: the family neither model trains on brightens, darkens or blurs the region."""
+    script = _benchmark_script("part_choice")
+    images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+    masks = torch.zeros(6, 1, 32, 32)
+    masks[:, :, 8:20, 10:24] = 1
+    drawn = script.smooth_defects(images, masks, torch.Generator().manual_seed(0))
+    changed = (drawn - images).abs() > 1e-6
+    assert not changed[(masks == 0).expand_as(changed)].any()
+    assert changed[:, :, 8:20, 10:24].float().mean(dim=(1, 2, 3)).min() > 0.9  # every region, every image
