@@ -36,14 +36,13 @@ default, as every table here was measured), ``min(knn, gaussian)`` their minimum
 
 import argparse
 import json
-import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from fitting import StandardizedScores, fit, refit_scorer
 from lightning.pytorch import seed_everything
-from tables import read_rows, seed_mean, write_table
+from tables import read_rows, rerun_command, seed_mean, write_table
 
 from anomalib_ssad import CutPaste
 from anomalib_ssad.components.pretext_network import PretextNetwork
@@ -209,18 +208,16 @@ def main() -> None:
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
     scorings = tuple(names[name] for name in args.scorings) if args.scorings else SCORINGS
-    # The header names what defines the table (its scorings, schedules and place), not which rows this run adds.
-    command = ["python", "benchmarks/cutpaste_features.py"]
-    if args.trainings != list(TRAININGS):
-        command += ["--trainings", *args.trainings]
-    if args.scorings:
-        command += ["--scorings", *args.scorings]
-    if args.output != DEFAULT_OUTPUT:
-        command += ["--output", str(args.output)]
+    command = rerun_command(
+        "cutpaste_features.py",
+        trainings=(args.trainings, list(TRAININGS)),
+        scorings=(args.scorings or [], []),
+        output=(args.output, DEFAULT_OUTPUT),
+    )
     for dataset in args.datasets:
         for training in args.trainings:
             for seed in args.seeds:
-                run(dataset, training, seed, args.output, scorings, shlex.join(command))
+                run(dataset, training, seed, args.output, scorings, command)
 
 
 if __name__ == "__main__":

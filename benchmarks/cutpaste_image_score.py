@@ -29,14 +29,13 @@ Usage (from the project root; results are appended as they come and the table is
 import argparse
 import json
 import math
-import shlex
 from pathlib import Path
 
 import torch
 from cutpaste_features import DATASETS
 from fitting import fit
 from lightning.pytorch import seed_everything
-from tables import read_rows, seed_mean, write_table
+from tables import read_rows, rerun_command, seed_mean, write_table
 from torchmetrics.functional.classification import binary_auroc
 
 from anomalib_ssad import CutPaste
@@ -156,13 +155,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
-    # The header names what defines the table (its seeds and place), not which rows this run adds.
-    command = ["python", "benchmarks/cutpaste_image_score.py", "--seeds", *map(str, args.seeds)]
-    if args.output != OUTPUT:
-        command += ["--output", str(args.output)]
+    command = rerun_command("cutpaste_image_score.py", seeds=(args.seeds, None), output=(args.output, OUTPUT))
     for dataset in args.datasets:
         for seed in args.seeds:
-            run(dataset, seed, args.output, shlex.join(command))
+            run(dataset, seed, args.output, command)
 
 
 if __name__ == "__main__":

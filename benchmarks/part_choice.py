@@ -24,7 +24,6 @@ Usage (from the project root; one model and dataset per fit, rows appended as th
 import argparse
 import json
 import math
-import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import torch
 from anomalib.metrics.aupro import _AUPRO
 from fitting import fit
 from lightning.pytorch import seed_everything
-from tables import read_rows, write_table
+from tables import read_rows, rerun_command, write_table
 from torch.utils.data import DataLoader, Subset
 from torchmetrics.functional.classification import binary_auroc
 from torchvision.transforms.v2 import Compose, Normalize
@@ -189,15 +188,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
-    # The header names what defines the table (its models and place), not which datasets this run adds.
-    command = ["python", "benchmarks/part_choice.py"]
-    if args.models != list(MODELS):
-        command += ["--models", *args.models]
-    if args.output != OUTPUT:
-        command += ["--output", str(args.output)]
+    command = rerun_command("part_choice.py", models=(args.models, list(MODELS)), output=(args.output, OUTPUT))
     for name in args.models:
         for dataset in args.datasets:
-            run(dataset, name, args.output, shlex.join(command))
+            run(dataset, name, args.output, command)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Result tables of the benchmark scripts: one CSV and a Markdown copy headed by the command that wrote it."""
 
 import csv
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,3 +47,21 @@ def seed_mean(group: Sequence[Mapping[str, Any]], metrics: Sequence[str], second
         **{key: round(mean(key), 3) for key in metrics},
         **{key: round(mean(key)) for key in seconds},
     }
+
+
+def rerun_command(script: str, **options: tuple[Any, Any]) -> str:
+    """The command that reruns a results table: ``python benchmarks/<script>`` with the options that define it.
+
+    A table's header names what defines it (its scorings, seeds, place), not which rows one run adds, so options
+    that only pick rows (``--datasets``) are left out by the caller.
+
+    Args:
+        script: The script's file name.
+        **options: ``name=(value, default)``: ``--name value`` where the value is not the default (``None``: always);
+            a list gives one argument per item.
+    """
+    command = ["python", f"benchmarks/{script}"]
+    for name, (value, default) in options.items():
+        if default is None or value != default:
+            command += [f"--{name}", *map(str, value if isinstance(value, list | tuple) else [value])]
+    return shlex.join(command)
