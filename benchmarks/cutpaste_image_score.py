@@ -33,10 +33,9 @@ from pathlib import Path
 
 import torch
 from cutpaste_features import DATASETS
-from fitting import fit
+from fitting import auroc, fit
 from lightning.pytorch import seed_everything
 from tables import read_rows, rerun_command, seed_mean, write_table
-from torchmetrics.functional.classification import binary_auroc
 
 from anomalib_ssad import CutPaste
 from anomalib_ssad.components.scorers import GaussianScorer
@@ -99,12 +98,6 @@ def image_scores(train: dict[str, torch.Tensor], test: dict[str, torch.Tensor]) 
         scores[f"image Gaussian, {pooling}-pooled stages"] = test_gaussian
         scores[f"peak + image Gaussian, {pooling}-pooled"] = test["peak"] / train["peak"].mean() + test_gaussian / unit
     return {name: scores[name] for name in IMAGE_SCORES}
-
-
-def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Image AUROC of raw scores, scaled to [0, 1] first: torchmetrics takes scores outside it for logits."""
-    scaled = (scores - scores.min()) / (scores.max() - scores.min()).clamp_min(1e-12)
-    return float(binary_auroc(scaled.double(), labels))
 
 
 def run(dataset: str, seed: int, output: Path, command: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
+from torchmetrics.functional.classification import binary_auroc
 
 from anomalib_ssad.benchmark.runner import shared_evaluator
 from anomalib_ssad.components.scorers import CellScorer, PartScorer, Scorer, _hold_out_rows
@@ -51,6 +52,16 @@ def refit_scorer(model: Any, engine: Engine, datamodule: MVTecAD) -> None:
     """
     model.fit_normal_model(datamodule.train_dataloader())
     engine.validate(model=model, datamodule=datamodule, verbose=False)
+
+
+def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """AUROC of raw scores, scaled to [0, 1] first (their order kept).
+
+    torchmetrics takes scores outside [0, 1] for logits: its sigmoid rounds large scores to 1 in float32, ties
+    that pull the AUROC towards 0.5.
+    """
+    scaled = (scores - scores.min()) / (scores.max() - scores.min()).clamp_min(1e-12)
+    return float(binary_auroc(scaled.double(), labels))
 
 
 class StandardizedScores(Scorer):

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import torch
 from anomalib.metrics.aupro import _AUPRO
-from fitting import fit
+from cutpaste_features import DATASETS
+from fitting import auroc, fit
 from lightning.pytorch import seed_everything
 from tables import read_rows, rerun_command, write_table
 from torch.utils.data import DataLoader, Subset
-from torchmetrics.functional.classification import binary_auroc
 from torchvision.transforms.v2 import Compose, Normalize
 
 from anomalib_ssad import SSAD, CutPaste
@@ -42,12 +42,6 @@ from anomalib_ssad.components.patch_grid import assemble_anomaly_map
 from anomalib_ssad.components.scorers import ScorerBag
 from anomalib_ssad.components.synthetic import SyntheticAnomalyGenerator
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-DATASETS = {
-    "mvtec_bottle": (DATA / "mvtec_ad", "bottle"),
-    "kolektorsdd": (DATA / "kolektorsdd", "kolektorsdd"),
-    "magnetic_tile": (DATA / "magnetic_tile", "magnetic_tile"),
-}
 MODELS = {"ssad": (SSAD, "cosine", "euclidean"), "cutpaste": (CutPaste, "knn", "gaussian")}
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 FAMILIES = ("polygon+scar", "cutpaste", "sadsa", "smooth")
@@ -139,20 +133,11 @@ def score_sets(model: SSAD | CutPaste, datamodule, held: list[int]) -> dict[str,
     return out
 
 
-def unit_range(scores: torch.Tensor) -> torch.Tensor:
-    """Scores min-max scaled to [0, 1], their order kept.
-
-    torchmetrics takes scores outside [0, 1] for logits and applies a sigmoid, which rounds large scores (CutPaste's
-    image scores, a peak times a Gaussian factor) to 1 in float32: ties that would make every AUROC 0.5.
-    """
-    return (scores - scores.min()) / (scores.max() - scores.min()).clamp_min(1e-12)
-
-
 def metrics(maps: torch.Tensor, factor: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, weight: float):
     """Image AUROC, pixel AUROC and AUPRO of the maps with the first part weighted ``weight``."""
     combined = weight * maps[:, 0] + (1 - weight) * maps[:, 1]
-    image = binary_auroc(unit_range(combined.flatten(1).amax(1) * factor), labels.long())
-    pixel = binary_auroc(unit_range(combined.flatten()), masks.flatten().long())
+    image = auroc(combined.flatten(1).amax(1) * factor, labels.long())
+    pixel = auroc(combined.flatten(), masks.flatten().long())
     aupro = _AUPRO(fpr_limit=0.3)
     aupro.update(combined, masks.long())
     return [round(float(value), 3) for value in (image, pixel, aupro.compute())]

@@ -636,7 +636,7 @@ def test_summary_files_each_dataset_of_a_results_table_apart(monkeypatch, tmp_pa
 
 def test_cutpaste_image_score_auroc_ranks_large_raw_scores():
     """Mahalanobis distances far above 1 keep their order (torchmetrics alone would take them for logits: ties)."""
-    auroc = _benchmark_script("cutpaste_image_score").auroc
+    auroc = _benchmark_script("fitting").auroc  # the probes' AUROC (cutpaste_image_score, part_choice)
     labels = torch.tensor([0, 0, 1, 1])
     assert auroc(torch.tensor([40.0, 41.0, 42.0, 43.0]), labels) == 1.0
     assert auroc(torch.tensor([43.0, 42.0, 41.0, 40.0]), labels) == 0.0
